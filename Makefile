@@ -1,0 +1,76 @@
+# The one way into the repository's tasks. Every target installs what it needs
+# when it is missing, so a fresh clone works: `make test`, `make run`.
+#
+# Python tools come from PyPI into .venv (exact versions: constraints.txt);
+# buf comes from npm into tools/node_modules (exact version: tools/package-lock.json).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := tools/node_modules/.bin/buf
+# Generated directories checked for drift by proto-check.
+GENERATED := flou_grpc/_proto clients
+
+.DEFAULT_GOAL := help
+.PHONY: help install proto proto-check lint fmt typecheck test run bench lock clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "flou-grpc needs Python >= 3.11; set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt 'pip>=24'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv with the package (editable) and the dev tools
+
+$(BUF): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	@touch $@
+
+proto: $(STAMP) ## regenerate flou_grpc/_proto and the clients from protos/
+	$(BIN)/python tools/gen_protos.py
+
+proto-check: proto ## fail if the committed generated code differs from a regeneration
+	@git diff --exit-code --stat -- $(GENERATED) \
+		|| { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- $(GENERATED))" \
+		|| { git status --short -- $(GENERATED); \
+		     echo "untracked generated files: run 'make proto' and commit"; exit 1; }
+
+lint: $(STAMP) $(BUF) ## ruff (lint + format check) and buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BUF) lint
+
+fmt: $(STAMP) ## format and auto-fix the Python code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy --strict on flou_grpc (generated code excluded)
+	$(BIN)/mypy
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: $(STAMP) ## run the server on 127.0.0.1:50051 (Ctrl-C to stop)
+	$(BIN)/flou-grpc serve
+
+bench: $(STAMP) ## run every benchmark under bench/ and print its figures
+	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lock: ## re-resolve constraints.txt from pyproject.toml (needs the registries)
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check 'pip>=24' -e '.[dev]'
+	{ echo "# Exact versions for make install and CI; regenerate with 'make lock'."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable --all | grep -v '^flou-grpc'; } > constraints.txt
+	rm -rf .venv-lock
+
+clean: ## remove the virtualenv, node tools and caches
+	rm -rf $(VENV) tools/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
