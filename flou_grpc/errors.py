@@ -39,7 +39,10 @@ lives in `flou_grpc.service.status`, so this module imports no gRPC.
     ├── UnavailableError               UNAVAILABLE (+ RetryInfo)
     │   ├── ShuttingDownError            ERROR_REASON_SHUTTING_DOWN
     │   └── StoreUnavailableError        ERROR_REASON_STORE_UNAVAILABLE
-    └── InternalError                  INTERNAL, ERROR_REASON_INTERNAL
+    ├── InternalError                  INTERNAL, ERROR_REASON_INTERNAL
+    └── InvalidDefinitionError         a machine's declaration is wrong: raised when its
+                                       class is created or registered (INTERNAL if the
+                                       server ever meets one at run time)
 
 Adding an error means changing this tree, the enum in error_reason.proto and
 (for a new category) the table in `flou_grpc.service.status` together; the
@@ -64,6 +67,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InternalError",
     "InvalidArgumentError",
+    "InvalidDefinitionError",
     "InvalidFieldError",
     "LimitExceededError",
     "MachineNotFoundError",
@@ -524,3 +528,22 @@ class InternalError(FlouError):
 
     def __init__(self) -> None:
         super().__init__("internal error")
+
+
+# --- declarations ---------------------------------------------------------------------
+
+
+class InvalidDefinitionError(FlouError):
+    """A machine's declaration is wrong; raised when its class is created or registered.
+
+    Not an error of a request: it never reaches a client as such (the server
+    refuses to start with a bad machine; met at run time, it is INTERNAL).
+
+    Attributes:
+        cls: The class whose declaration is wrong.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, cls: type, problem: str) -> None:
+        self.cls, self.problem = cls, problem
+        super().__init__(f"{cls.__module__}.{cls.__qualname__}: {problem}")
