@@ -24,4 +24,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from flou_grpc.engine import LTM
+from flou_grpc.engine.registry import Registry
+from flou_grpc.runtime import AsyncRuntime, Runtime, WaitMode
+
+__all__ = ["LTM", "AsyncRuntime", "Registry", "Runtime", "WaitMode", "__version__"]

@@ -39,6 +39,7 @@ from flou_grpc.engine.ltm import (
     child_nodes,
     state_key_path,
 )
+from flou_grpc.engine.structure import NodeInfo, describe, description
 from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem
 from flou_grpc.errors import (
     InvalidDefinitionError,
@@ -115,6 +116,15 @@ class Machine:
 
     def __repr__(self) -> str:
         return f"Machine({self.root.__qualname__})"
+
+    @property
+    def description(self) -> str:
+        """The first paragraph of the root class's docstring."""
+        return description(self.root)
+
+    def describe(self) -> NodeInfo:
+        """The whole structure: nodes, init children, transitions, namespaces, params."""
+        return describe(self.root)
 
     # --- paths and nodes --------------------------------------------------------------
 
@@ -361,8 +371,9 @@ class _Firing:
             for lane in self.lanes:
                 for source in transition.sources:
                     key = declaration(source).name.format(lane)
-                    if key in remaining and key not in consumed:
-                        consumed.append(key)
+                    if key in remaining:  # one source may feed several lanes (a spawn)
+                        if key not in consumed:
+                            consumed.append(key)
                         for target in transition.targets:
                             entry = (target, _bind_params(target, lane))
                             if entry not in targets:

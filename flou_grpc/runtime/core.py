@@ -1,0 +1,760 @@
+"""`AsyncRuntime`: runs instances on an asyncio loop.
+
+Every instance has a FIFO mailbox of work items in the store. A worker task
+per instance with pending work takes them one at a time, in order:
+- `Execute`: binds the node, runs its code outside any transaction (a sync
+  `run` in a thread, an `async def run` awaited), then applies what the code
+  queued to the instance's *latest* document and commits one step. A raising
+  `run` is retried with jittered exponential backoff up to the node class's
+  `max_retries`, then its node's status becomes `error` (a `failed` event) and
+  the mailbox moves on. `atomic_state_append` inside `run` commits at once, as
+  its own step, deduplicated per (work item, call number) so a retried run
+  does not append twice.
+- `Transition` / `UpdateState`: one pure step; if it cannot apply (nothing
+  fires, a conflict on `expected_revision`, a missing key) it is recorded as a
+  `rejected` event and its caller gets the error.
+Different instances run concurrently. Callers wait as they ask (`WaitMode`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import random
+import re
+import traceback
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
+from flou_grpc.engine.ltm import LTM
+from flou_grpc.engine.machine import ERROR, Fired, Machine, Step
+from flou_grpc.engine.registry import Registry
+from flou_grpc.engine.requests import payload_of, transition_item, update_item
+from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem, to_json
+from flou_grpc.errors import (
+    FlouError,
+    InternalError,
+    InvalidFieldError,
+    RequestIdReusedError,
+    RevisionConflictError,
+    RevisionOutOfRangeError,
+)
+from flou_grpc.runtime.model import (
+    AppendResult,
+    Event,
+    EventKind,
+    Instance,
+    InstanceStatus,
+    StepError,
+    TransitionResult,
+    WaitMode,
+)
+from flou_grpc.store.memory import MemoryStore
+from flou_grpc.store.records import (
+    ErrorRecord,
+    EventRecord,
+    InstanceRecord,
+    RequestRecord,
+    WorkRecord,
+    utcnow,
+)
+
+__all__ = ["AsyncRuntime"]
+
+_log = logging.getLogger(__name__)
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a processed work item answers to the caller waiting for it."""
+
+    record: InstanceRecord
+    fired: list[JsonObject]
+
+
+def _fired_json(fired: Sequence[Fired]) -> list[JsonObject]:
+    return [
+        {
+            "machine": f.machine,
+            "label": f.label,
+            "namespace": f.namespace,
+            "sources": list(f.sources),
+            "targets": list(f.targets),
+        }
+        for f in fired
+    ]
+
+
+def _fingerprint(*parts: object) -> str:
+    body = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class AsyncRuntime:
+    """Hosts instances of registered machines; use it inside one asyncio loop.
+
+    Args:
+        database_url: Where instances are kept. None (the default) keeps them
+            in this process's memory; the durable SQLite and PostgreSQL stores
+            arrive with the store (the same interface).
+        machines: Root LTM classes to register.
+        registry: A registry to use (the machines are added to it).
+        retry_delay: The first backoff, in seconds, after a failing `run`.
+        max_retry_delay: The longest backoff.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        machines: Iterable[type[LTM]] = (),
+        *,
+        registry: Registry | None = None,
+        retry_delay: float = 0.1,
+        max_retry_delay: float = 10.0,
+    ) -> None:
+        if database_url not in (None, "", "memory://"):
+            raise ValueError(
+                f"database_url {database_url!r}: only the in-memory store ('memory://', "
+                "or None) exists yet; SQLite and PostgreSQL come with the durable store"
+            )
+        self.registry = registry if registry is not None else Registry()
+        for cls in machines:
+            self.registry.register(cls)
+        self.store = MemoryStore()
+        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
+        self._signals: dict[str, asyncio.Event] = {}
+        self._inflight: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncRuntime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stops the workers; a step in progress is abandoned before its commit."""
+        self._closed = True
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for future in self._waiters.values():
+            future.cancel()
+
+    # --- mutations ------------------------------------------------------------------------
+
+    async def start(
+        self,
+        machine: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        request_id: str = "",
+        instance_id: str = "",
+        wait: WaitMode = WaitMode.PROCESSED,
+    ) -> Instance:
+        """Creates an instance of a registered machine and queues its root with `payload`.
+
+        Raises:
+            MachineNotFoundError, InstanceAlreadyExistsError, InvalidFieldError,
+            RequestIdReusedError: as their names say.
+        """
+        hosted = self.registry.get(machine)
+        owned = payload_of(payload)
+        if instance_id and not _INSTANCE_ID.fullmatch(instance_id):
+            raise InvalidFieldError.of(
+                "instance_id",
+                "1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit",
+            )
+
+        async def create() -> Instance:
+            new_id = instance_id or _new_id()
+            step = hosted.start(new_id, owned)
+            now = utcnow()
+            record = self.store.create(
+                InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
+                EventRecord(
+                    new_id,
+                    1,
+                    EventKind.STARTED,
+                    {"payload": owned},
+                    step.patch,
+                    request_id=request_id,
+                    create_time=now,
+                ),
+                [WorkRecord(_new_id(), item) for item in step.work],
+            )
+            self._changed(new_id)
+            if wait is WaitMode.SETTLED:
+                return await self.settle(new_id)
+            return self._view(record)
+
+        return await self._once(request_id, ("start", machine, owned, instance_id), create)
+
+    async def transition(
+        self,
+        instance_id: str,
+        label: str,
+        payload: Mapping[str, Any] | None = None,
+        params: Sequence[Mapping[str, Any]] | None = None,
+        namespace: str | None = None,
+        *,
+        request_id: str = "",
+        expected_revision: int = 0,
+        wait: WaitMode = WaitMode.PROCESSED,
+    ) -> TransitionResult:
+        """Sends a labelled event to an instance, behind its pending work.
+
+        Args:
+            instance_id: The instance.
+            label: The label, a template as declared (`done_{id}`).
+            payload: Passed to `run` of every state the transition queues.
+            params: One map per lane, binding the `{param}` fields.
+            namespace: Default: the root's name.
+            request_id: Makes the call idempotent.
+            expected_revision: When not 0, reject unless the instance is still
+                at this revision when the transition's turn comes.
+            wait: When to answer.
+
+        Raises:
+            TransitionNotAllowedError, MissingParamError, RevisionConflictError
+            (once processed); InstanceNotFoundError, InvalidFieldError,
+            RequestIdReusedError.
+        """
+        instance = self.store.instance(instance_id)
+        item = transition_item(label, namespace or instance.machine, params, payload)
+        body = ("transition", instance_id, to_json(item), expected_revision)
+        return await self._once(
+            request_id,
+            body,
+            lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+        )
+
+    async def update_state(
+        self,
+        instance_id: str,
+        updates: Mapping[str, Any],
+        fqn: str = "",
+        *,
+        request_id: str = "",
+        expected_revision: int = 0,
+        wait: WaitMode = WaitMode.PROCESSED,
+    ) -> Instance:
+        """Sets dotted keys of a node's state (the root's by default), behind pending work.
+
+        Raises:
+            NodeNotFoundError, StateKeyNotFoundError, RevisionConflictError (once
+            processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
+        """
+        self.store.instance(instance_id)
+        item = update_item(fqn, updates)
+        body = ("update_state", instance_id, to_json(item), expected_revision)
+        result = await self._once(
+            request_id,
+            body,
+            lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+        )
+        return result.instance
+
+    async def atomic_append(
+        self, instance_id: str, key: str, value: Any, fqn: str = "", *, request_id: str = ""
+    ) -> AppendResult:
+        """Appends `value` to the list at `key` of a node, at once, as one atomic step.
+
+        Raises:
+            NodeNotFoundError, StateKeyNotFoundError, StateKeyNotListError,
+            InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
+        """
+        try:
+            owned = json_copy(value, "value")
+        except ValueError as exc:
+            raise InvalidFieldError.of("value", str(exc)) from None
+        body = ("atomic_append", instance_id, fqn, key, owned)
+
+        async def append() -> AppendResult:
+            result = self._append(instance_id, fqn, key, owned, request_id, dedup="")
+            self._changed(instance_id)
+            return result
+
+        return await self._once(request_id, body, append)
+
+    async def retry_errors(
+        self, instance_id: str, work_item_ids: Sequence[str] = ()
+    ) -> tuple[Instance, list[str]]:
+        """Schedules again the steps that exhausted their retries; returns the retried ids."""
+        record = self.store.instance(instance_id)
+        hosted = self.registry.get(record.machine)
+        retried: list[str] = []
+        for error in self.store.errors(instance_id):
+            if error.retrying or (work_item_ids and error.work_item_id not in work_item_ids):
+                continue
+            item = error.item
+            if item is None:
+                continue
+            latest = self.store.instance(instance_id)
+            step = hosted.set_status(instance_id, latest.document, error.fqn, "queued")
+            self.store.clear_error(instance_id, error.work_item_id)
+            self.store.commit(
+                instance_id,
+                latest.revision,
+                step.document,
+                EventRecord(
+                    instance_id,
+                    0,
+                    EventKind.RETRIED,
+                    {"work_item_id": error.work_item_id, "fqn": error.fqn},
+                    step.patch,
+                ),
+                None,
+                [WorkRecord(error.work_item_id, item)],
+            )
+            retried.append(error.work_item_id)
+        self._changed(instance_id)
+        return self._view(self.store.instance(instance_id)), retried
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, instance_id: str) -> Instance:
+        """The instance at its current revision."""
+        return self._view(self.store.instance(instance_id))
+
+    async def list_instances(
+        self, machine: str = "", status: InstanceStatus | None = None
+    ) -> list[Instance]:
+        """Instances, newest first, optionally of one machine and in one status."""
+        views = [self._view(r) for r in self.store.instances(machine)]
+        return [v for v in views if status is None or v.status is status]
+
+    async def history(
+        self, instance_id: str, from_revision: int = 1, limit: int = 0
+    ) -> list[Event]:
+        """The instance's events from `from_revision` on, in revision order."""
+        return [_event(e) for e in self.store.events(instance_id, from_revision, limit)]
+
+    async def settle(self, instance_id: str, timeout: float | None = None) -> Instance:
+        """Waits until the instance has no pending work, and returns it.
+
+        Raises:
+            TimeoutError: `timeout` seconds passed first.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                signal = self._signal(instance_id)
+                if not self.store.pending(instance_id):
+                    return self._view(self.store.instance(instance_id))
+                await signal.wait()
+
+    async def watch(
+        self, instance_id: str, from_revision: int = 0
+    ) -> AsyncGenerator[Instance | Event]:
+        """Yields the instance at `from_revision` (0: the current one), then every later event.
+
+        Raises:
+            RevisionOutOfRangeError: `from_revision` is not a kept revision.
+        """
+        record = self.store.instance(instance_id)
+        start = from_revision or record.revision
+        oldest = self.store.oldest_revision(instance_id)
+        if not oldest <= start <= record.revision:
+            raise RevisionOutOfRangeError(instance_id, start, oldest, record.revision)
+        if start == record.revision:
+            yield self._view(record)
+        else:
+            yield self._view_at(record, start)
+        after = start
+        while True:
+            signal = self._signal(instance_id)
+            events = self.store.events(instance_id, after + 1, 256)
+            for event in events:
+                yield _event(event)
+                after = event.revision
+            if not events:
+                await signal.wait()
+
+    # --- the mailbox ------------------------------------------------------------------------
+
+    async def _submit(
+        self,
+        instance_id: str,
+        item: WorkItem,
+        request_id: str,
+        expected_revision: int,
+        wait: WaitMode,
+    ) -> TransitionResult:
+        if expected_revision < 0:
+            raise InvalidFieldError.of("expected_revision", "must be 0 (no check) or positive")
+        record = WorkRecord(_new_id(), item, request_id, expected_revision)
+        future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters[record.id] = future
+        try:
+            self.store.enqueue(instance_id, [record])
+            self._kick(instance_id)
+            if wait is WaitMode.ENQUEUED:
+                return TransitionResult(
+                    self._view(self.store.instance(instance_id)), [], record.id
+                )
+            outcome = await future
+        finally:
+            self._waiters.pop(record.id, None)
+        instance = (
+            await self.settle(instance_id)
+            if wait is WaitMode.SETTLED
+            else self._view(outcome.record)
+        )
+        return TransitionResult(instance, outcome.fired, record.id)
+
+    def _kick(self, instance_id: str) -> None:
+        task = self._workers.get(instance_id)
+        if (task is None or task.done()) and not self._closed:
+            self._workers[instance_id] = asyncio.get_running_loop().create_task(
+                self._work(instance_id), name=f"flou-worker:{instance_id}"
+            )
+
+    def _signal(self, instance_id: str) -> asyncio.Event:
+        return self._signals.setdefault(instance_id, asyncio.Event())
+
+    def _changed(self, instance_id: str) -> None:
+        """Wakes whoever waits on the instance, and makes sure its work gets done."""
+        signal = self._signals.pop(instance_id, None)
+        if signal is not None:
+            signal.set()
+        if self.store.pending(instance_id):
+            self._kick(instance_id)
+
+    def _resolve(self, work_item_id: str, outcome: _Outcome | BaseException) -> None:
+        future = self._waiters.get(work_item_id)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    async def _work(self, instance_id: str) -> None:
+        try:
+            while not self._closed:
+                pending = self.store.pending(instance_id)
+                if not pending:
+                    break
+                try:
+                    await self._process(instance_id, pending[0])
+                except FlouError as exc:  # the instance itself is gone or unreadable
+                    _log.error("instance %s: cannot process work: %s", instance_id, exc)
+                    break
+        finally:
+            if self._workers.get(instance_id) is asyncio.current_task():
+                del self._workers[instance_id]
+            signal = self._signals.pop(instance_id, None)
+            if signal is not None:
+                signal.set()
+
+    async def _process(self, instance_id: str, work: WorkRecord) -> None:
+        instance = self.store.instance(instance_id)
+        hosted = self.registry.get(instance.machine)
+        if work.expected_revision and work.expected_revision != instance.revision:
+            self._reject(
+                instance,
+                work,
+                RevisionConflictError(instance_id, work.expected_revision, instance.revision),
+            )
+            return
+        item = work.item
+        if isinstance(item, Execute):
+            await self._execute(instance, hosted, work, item)
+            return
+        try:
+            if isinstance(item, Transition):
+                step = hosted.transition(instance_id, instance.document, item)
+                kind = EventKind.TRANSITIONED
+            else:
+                assert isinstance(item, UpdateState)
+                step = hosted.update_state(instance_id, instance.document, item)
+                kind = EventKind.STATE_UPDATED
+        except FlouError as exc:
+            self._reject(instance, work, exc)
+            return
+        except Exception:
+            _log.exception("instance %s: work item %s failed unexpectedly", instance_id, work.id)
+            self._reject(instance, work, InternalError())
+            return
+        fired = _fired_json(step.fired)
+        record = self._commit(instance, step, kind, work, fired=fired)
+        self._resolve(work.id, _Outcome(record, fired))
+
+    def _commit(
+        self,
+        instance: InstanceRecord,
+        step: Step,
+        kind: EventKind,
+        work: WorkRecord,
+        *,
+        fired: list[JsonObject] | None = None,
+        error: JsonObject | None = None,
+    ) -> InstanceRecord:
+        event = EventRecord(
+            instance.id,
+            0,
+            kind,
+            {"work_item_id": work.id, **to_json(work.item)},
+            step.patch,
+            fired=fired or [],
+            error=error,
+            request_id=work.request_id,
+        )
+        record = self.store.commit(
+            instance.id,
+            instance.revision,
+            step.document,
+            event,
+            work.id,
+            [WorkRecord(_new_id(), new) for new in step.work],
+        )
+        self._changed(instance.id)
+        return record
+
+    def _reject(self, instance: InstanceRecord, work: WorkRecord, error: FlouError) -> None:
+        rejection = {"reason": error.reason, "message": error.message, "metadata": error.metadata}
+        event = EventRecord(
+            instance.id,
+            0,
+            EventKind.REJECTED,
+            {"work_item_id": work.id, **to_json(work.item)},
+            [],
+            rejection=rejection,
+            request_id=work.request_id,
+        )
+        self.store.commit(instance.id, instance.revision, instance.document, event, work.id)
+        self._changed(instance.id)
+        self._resolve(work.id, error)
+
+    async def _execute(
+        self, instance: InstanceRecord, hosted: Machine, work: WorkRecord, item: Execute
+    ) -> None:
+        calls = 0
+        loop = asyncio.get_running_loop()
+
+        def append_hook(fqn: str, key: str, value: Any) -> list[Any]:
+            # Called by the node's code: in a worker thread for a sync `run`.
+            nonlocal calls
+            calls += 1
+            result = self._append(instance.id, fqn, key, value, "", f"{work.id}:{calls}")
+            loop.call_soon_threadsafe(self._changed, instance.id)
+            return result.values
+
+        execution = hosted.prepare(instance.id, instance.document, item, append_hook)
+        if execution is None:
+            self.store.discard(instance.id, work.id)
+            self._resolve(work.id, _Outcome(instance, []))
+            return
+        try:
+            if inspect.iscoroutinefunction(type(execution.node).run):
+                await _awaited(execution.run())
+            else:
+                result = await asyncio.to_thread(execution.run)
+                if inspect.isawaitable(result):
+                    await result
+            latest = self.store.instance(instance.id)
+            step = hosted.execute(instance.id, latest.document, item, execution.effects)
+            record = self._commit(latest, step, EventKind.EXECUTED, work)
+        except Exception as exc:  # the user's code, or what it queued, failed
+            await self._failed(instance.id, hosted, work, item, exc)
+            return
+        self.store.clear_error(instance.id, work.id)
+        self._resolve(work.id, _Outcome(record, []))
+
+    async def _failed(
+        self, work_instance: str, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
+    ) -> None:
+        instance = self.store.instance(work_instance)
+        previous = {e.work_item_id: e for e in self.store.errors(work_instance)}.get(work.id)
+        attempts = (previous.attempts if previous else 0) + 1
+        _, cls = hosted.path_of(work_instance, instance.document, item.fqn)
+        retrying = attempts <= cls.max_retries
+        error = ErrorRecord(
+            work.id,
+            item.fqn,
+            f"{type(exc).__module__}.{type(exc).__qualname__}",
+            str(exc),
+            "".join(traceback.format_exception(exc)),
+            attempts,
+            retrying,
+            item,
+        )
+        self.store.put_error(work_instance, error)
+        _log.warning(
+            "instance %s: %s failed (attempt %d of %d): %r",
+            work_instance,
+            item.fqn,
+            attempts,
+            cls.max_retries + 1,
+            exc,
+        )
+        self._changed(work_instance)
+        if retrying:
+            delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            return
+        step = hosted.set_status(work_instance, instance.document, item.fqn, ERROR)
+        record = self._commit(instance, step, EventKind.FAILED, work, error=_error_json(error))
+        self._resolve(work.id, _Outcome(record, []))
+
+    def _append(
+        self, instance_id: str, fqn: str, key: str, value: Any, request_id: str, dedup: str
+    ) -> AppendResult:
+        hosted = self.registry.get(self.store.instance(instance_id).machine)
+
+        def step(doc: JsonObject) -> tuple[JsonObject, list[JsonObject], list[Any]]:
+            result, values = hosted.append(instance_id, doc, fqn, key, value)
+            return result.document, result.patch, values
+
+        event = EventRecord(
+            instance_id,
+            0,
+            EventKind.APPENDED,
+            {"fqn": fqn, "key": key, "value": value},
+            [],
+            request_id=request_id,
+        )
+        values, revision = self.store.append(instance_id, step, event, dedup)
+        return AppendResult(values, revision)
+
+    async def _once(
+        self, request_id: str, body: tuple[Any, ...], compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Runs a mutation once per request id; a repeat answers the first outcome."""
+        if not request_id:
+            return await compute()
+        if len(request_id) > 128:
+            raise InvalidFieldError.of("request_id", "at most 128 characters")
+        fingerprint = _fingerprint(*body)
+        stored = self.store.request(request_id)
+        inflight = self._inflight.get(request_id)
+        if stored is not None or inflight is not None:
+            first = stored.fingerprint if stored is not None else inflight[0]  # type: ignore[index]
+            if first != fingerprint:
+                raise RequestIdReusedError(request_id)
+            if stored is not None:
+                return _replay(stored.response)  # type: ignore[no-any-return]
+            assert inflight is not None
+            return _replay(await asyncio.shield(inflight[1]))  # type: ignore[no-any-return]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[request_id] = (fingerprint, future)
+        try:
+            response: Any = await compute()
+        except FlouError as exc:
+            response = exc
+        finally:
+            del self._inflight[request_id]
+        self.store.put_request(RequestRecord(request_id, fingerprint, response))
+        future.set_result(response)
+        return _replay(response)  # type: ignore[no-any-return]
+
+    # --- views ----------------------------------------------------------------------------------
+
+    def _view(self, record: InstanceRecord) -> Instance:
+        hosted = self.registry.get(record.machine)
+        statuses = [status for _, status in hosted.nodes(record.document)]
+        pending = len(self.store.pending(record.id))
+        if ERROR in statuses:
+            status = InstanceStatus.FAILED
+        elif pending:
+            status = InstanceStatus.RUNNING
+        else:
+            status = InstanceStatus.WAITING
+        return Instance(
+            id=record.id,
+            machine=record.machine,
+            revision=record.revision,
+            status=status,
+            state=json_copy(record.document),
+            active_states=tuple(hosted.active_states(record.document)),
+            pending_work_count=pending,
+            errors=tuple(_step_error(e) for e in self.store.errors(record.id)),
+            create_time=record.create_time,
+            update_time=record.update_time,
+        )
+
+    def _view_at(self, record: InstanceRecord, revision: int) -> Instance:
+        document: JsonObject = {}
+        update_time = record.create_time
+        for event in self.store.events(record.id, 1, revision):
+            document = apply_patch(document, event.patch)
+            update_time = event.create_time
+        hosted = self.registry.get(record.machine)
+        return Instance(
+            id=record.id,
+            machine=record.machine,
+            revision=revision,
+            status=InstanceStatus.RUNNING,
+            state=document,
+            active_states=tuple(hosted.active_states(document)),
+            pending_work_count=0,
+            errors=(),
+            create_time=record.create_time,
+            update_time=update_time,
+        )
+
+
+def _replay(response: T | FlouError) -> T:
+    if isinstance(response, FlouError):
+        raise response
+    return response
+
+
+async def _awaited(value: Awaitable[None] | None) -> None:
+    if value is not None:
+        await value
+
+
+def _event(record: EventRecord) -> Event:
+    return Event(
+        instance_id=record.instance_id,
+        revision=record.revision,
+        kind=EventKind(record.kind),
+        item=record.item,
+        patch=record.patch,
+        create_time=record.create_time,
+        fired=record.fired,
+        error=record.error,
+        rejection=record.rejection,
+        request_id=record.request_id,
+    )
+
+
+def _error_json(error: ErrorRecord) -> JsonObject:
+    return {
+        "work_item_id": error.work_item_id,
+        "fqn": error.fqn,
+        "type": error.type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "attempts": error.attempts,
+        "retrying": error.retrying,
+    }
+
+
+def _step_error(error: ErrorRecord) -> StepError:
+    return StepError(
+        work_item_id=error.work_item_id,
+        fqn=error.fqn,
+        type=error.type,
+        message=error.message,
+        traceback=error.traceback,
+        attempts=error.attempts,
+        retrying=error.retrying,
+        update_time=error.update_time,
+    )

@@ -1,0 +1,223 @@
+"""`MemoryStore`: the store kept in process memory.
+
+A real implementation of the store's operations, with their guarantees within
+one process: every operation is atomic (one lock), commits are
+compare-and-set on the revision, appends are deduplicated by their key. It
+keeps nothing across restarts: it serves the embedded Runtime until the
+durable SQL store lands, and tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from flou_grpc.engine.document import JsonObject
+from flou_grpc.errors import (
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    RevisionConflictError,
+)
+from flou_grpc.store.records import (
+    ErrorRecord,
+    EventRecord,
+    InstanceRecord,
+    RequestRecord,
+    WorkRecord,
+    utcnow,
+)
+
+__all__ = ["MemoryStore"]
+
+AppendStep = Callable[[JsonObject], tuple[JsonObject, list[JsonObject], list[Any]]]
+"""(current document) -> (new document, patch, the list after the append)."""
+
+
+class MemoryStore:
+    """Instances, mailboxes, history, errors and request records in memory; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._instances: dict[str, InstanceRecord] = {}
+        self._events: dict[str, list[EventRecord]] = {}
+        self._mailboxes: dict[str, list[WorkRecord]] = {}
+        self._errors: dict[str, dict[str, ErrorRecord]] = {}
+        self._requests: dict[str, RequestRecord] = {}
+        self._appends: dict[str, tuple[list[Any], int]] = {}
+        self._seq = itertools.count(1)
+
+    # --- instances ----------------------------------------------------------------------
+
+    def create(
+        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+    ) -> InstanceRecord:
+        """Stores a new instance at revision 1 with its start event and first work.
+
+        Raises:
+            InstanceAlreadyExistsError: The id is taken.
+        """
+        with self._lock:
+            if instance.id in self._instances:
+                raise InstanceAlreadyExistsError(instance.id)
+            record = replace(instance, revision=1)
+            self._instances[instance.id] = record
+            self._events[instance.id] = [replace(event, revision=1)]
+            self._mailboxes[instance.id] = []
+            self._errors[instance.id] = {}
+            self._enqueue(instance.id, work)
+            return record
+
+    def instance(self, instance_id: str) -> InstanceRecord:
+        """The instance at its current revision.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        with self._lock:
+            record = self._instances.get(instance_id)
+            if record is None:
+                raise InstanceNotFoundError(instance_id)
+            return record
+
+    def instances(self, machine: str = "") -> list[InstanceRecord]:
+        """Every instance (of one machine, if given), newest first."""
+        with self._lock:
+            found = [r for r in self._instances.values() if not machine or r.machine == machine]
+        return sorted(found, key=lambda r: (r.create_time, r.id), reverse=True)
+
+    # --- mailboxes ----------------------------------------------------------------------
+
+    def _enqueue(self, instance_id: str, work: Sequence[WorkRecord]) -> list[WorkRecord]:
+        queued = [replace(record, seq=next(self._seq)) for record in work]
+        self._mailboxes[instance_id].extend(queued)
+        return queued
+
+    def enqueue(self, instance_id: str, work: Sequence[WorkRecord]) -> list[WorkRecord]:
+        """Appends work at the end of an instance's mailbox; returns it with its `seq`.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        with self._lock:
+            self.instance(instance_id)
+            return self._enqueue(instance_id, work)
+
+    def pending(self, instance_id: str) -> list[WorkRecord]:
+        """The instance's mailbox, oldest first."""
+        with self._lock:
+            return list(self._mailboxes.get(instance_id, ()))
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        instance_id: str,
+        revision: int,
+        document: JsonObject,
+        event: EventRecord,
+        done: str | None,
+        work: Sequence[WorkRecord] = (),
+    ) -> InstanceRecord:
+        """Commits one step: document, revision + 1, its event, the item done, new work.
+
+        Raises:
+            RevisionConflictError: The instance is no longer at `revision`.
+        """
+        with self._lock:
+            current = self.instance(instance_id)
+            if current.revision != revision:
+                raise RevisionConflictError(instance_id, revision, current.revision)
+            record = replace(
+                current, revision=revision + 1, document=document, update_time=utcnow()
+            )
+            self._instances[instance_id] = record
+            self._events[instance_id].append(
+                replace(event, instance_id=instance_id, revision=revision + 1)
+            )
+            if done is not None:
+                self._remove(instance_id, done)
+            self._enqueue(instance_id, work)
+            return record
+
+    def discard(self, instance_id: str, work_item_id: str) -> None:
+        """Removes a work item that needs no step (a node no longer queued)."""
+        with self._lock:
+            self._remove(instance_id, work_item_id)
+
+    def _remove(self, instance_id: str, work_item_id: str) -> None:
+        mailbox = self._mailboxes[instance_id]
+        self._mailboxes[instance_id] = [r for r in mailbox if r.id != work_item_id]
+
+    def append(
+        self, instance_id: str, step: AppendStep, event: EventRecord, dedup: str = ""
+    ) -> tuple[list[Any], int]:
+        """Appends to a list in one atomic step; returns the list after it and the revision.
+
+        Args:
+            instance_id: The instance.
+            step: Computes the new document from the current one.
+            event: The event to record (its revision is assigned here).
+            dedup: When set, a second append with the same key appends nothing
+                and returns the first one's answer.
+        """
+        with self._lock:
+            if dedup and dedup in self._appends:
+                return self._appends[dedup]
+            current = self.instance(instance_id)
+            document, patch, values = step(current.document)
+            record = self.commit(
+                instance_id, current.revision, document, replace(event, patch=patch), None
+            )
+            answer = (values, record.revision)
+            if dedup:
+                self._appends[dedup] = answer
+            return answer
+
+    # --- history ----------------------------------------------------------------------------
+
+    def events(
+        self, instance_id: str, from_revision: int = 1, limit: int = 0
+    ) -> list[EventRecord]:
+        """Events from `from_revision` on, in revision order (at most `limit` if not 0)."""
+        with self._lock:
+            self.instance(instance_id)
+            events = self._events[instance_id]
+            start = max(from_revision, 1) - 1
+            return events[start : start + limit] if limit else events[start:]
+
+    def oldest_revision(self, instance_id: str) -> int:
+        """The oldest revision whose event is kept (this store keeps them all)."""
+        self.instance(instance_id)
+        return 1
+
+    # --- failures -----------------------------------------------------------------------------
+
+    def errors(self, instance_id: str) -> list[ErrorRecord]:
+        """The failures of the instance's work items, oldest first."""
+        with self._lock:
+            return list(self._errors.get(instance_id, {}).values())
+
+    def put_error(self, instance_id: str, error: ErrorRecord) -> None:
+        """Records (or updates) the failures of a work item."""
+        with self._lock:
+            self._errors[instance_id][error.work_item_id] = error
+
+    def clear_error(self, instance_id: str, work_item_id: str) -> None:
+        """Forgets the failures of a work item (it succeeded, or is retried)."""
+        with self._lock:
+            self._errors[instance_id].pop(work_item_id, None)
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        """The stored first answer to a request id, if any."""
+        with self._lock:
+            return self._requests.get(request_id)
+
+    def put_request(self, record: RequestRecord) -> None:
+        """Stores the first answer to a request id."""
+        with self._lock:
+            self._requests.setdefault(record.request_id, record)

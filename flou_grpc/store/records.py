@@ -1,0 +1,96 @@
+"""What the store keeps: instances, their mailboxes, their history, failures, request records.
+
+Plain values shared by every store implementation and the runtime. Times are
+timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flou_grpc.engine.document import JsonObject
+from flou_grpc.engine.work import WorkItem
+
+__all__ = [
+    "ErrorRecord",
+    "EventRecord",
+    "InstanceRecord",
+    "RequestRecord",
+    "WorkRecord",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance: its document at its current revision."""
+
+    id: str
+    machine: str
+    revision: int
+    document: JsonObject
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRecord:
+    """One entry of an instance's mailbox, processed in `seq` order."""
+
+    id: str
+    item: WorkItem
+    request_id: str = ""
+    expected_revision: int = 0
+    """When not 0, the item is rejected unless the instance is at this revision."""
+    seq: int = 0
+    """Assigned by the store when enqueued; increases within one instance."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One committed step: the history row of `revision`."""
+
+    instance_id: str
+    revision: int
+    kind: str
+    """started, executed, transitioned, state_updated, appended, failed, retried, rejected."""
+    item: JsonObject
+    patch: list[JsonObject]
+    fired: list[JsonObject] = field(default_factory=list)
+    error: JsonObject | None = None
+    rejection: JsonObject | None = None
+    request_id: str = ""
+    create_time: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """The failures of one work item whose code raised."""
+
+    work_item_id: str
+    fqn: str
+    type: str
+    message: str
+    traceback: str
+    attempts: int
+    retrying: bool
+    item: WorkItem | None = None
+    """The failing work item, to schedule again on retry."""
+    update_time: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The first answer to a mutation that carried a request_id."""
+
+    request_id: str
+    fingerprint: str
+    """A digest of the request's body: the same id with another body is an error."""
+    response: Any
