@@ -121,6 +121,29 @@ class FlouError(Exception):
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})
 
+    @staticmethod
+    def from_info(reason: str, message: str, metadata: Mapping[str, str]) -> FlouError:
+        """Rebuilds an error from what its ErrorInfo carries (a stored first answer).
+
+        The result has the class of `reason` (InternalError for an unknown one),
+        its message and metadata; attributes not in the metadata keep defaults.
+        """
+        found: type[FlouError] = InternalError
+        pending: list[type[FlouError]] = [FlouError]
+        while pending:
+            cls = pending.pop()
+            if cls.reason == reason:
+                found = cls
+                break
+            pending += cls.__subclasses__()
+        error = found.__new__(found)
+        FlouError.__init__(error, message, metadata)
+        return error
+
+    def to_info(self) -> dict[str, object]:
+        """The reason, message and metadata, as JSON (see `from_info`)."""
+        return {"reason": self.reason, "message": self.message, "metadata": dict(self.metadata)}
+
 
 # --- INVALID_ARGUMENT ---------------------------------------------------------
 

@@ -1,19 +1,22 @@
-"""`AsyncRuntime`: runs instances on an asyncio loop.
+"""`AsyncRuntime`: runs instances on an asyncio loop, over a `Store`.
 
-Every instance has a FIFO mailbox of work items in the store. A worker task
-per instance with pending work takes them one at a time, in order:
+Every instance has a FIFO mailbox of work items in the store. A dispatcher
+claims instances with pending work (a lease in the store, so several runtimes
+may share one database) and starts one worker task per claimed instance,
+which takes its work items one at a time, in order:
 - `Execute`: binds the node, runs its code outside any transaction (a sync
   `run` in a thread, an `async def run` awaited), then applies what the code
   queued to the instance's *latest* document and commits one step. A raising
   `run` is retried with jittered exponential backoff up to the node class's
   `max_retries`, then its node's status becomes `error` (a `failed` event) and
   the mailbox moves on. `atomic_state_append` inside `run` commits at once, as
-  its own step, deduplicated per (work item, call number) so a retried run
-  does not append twice.
+  its own step, deduplicated per (work item, call number) so a re-run does not
+  append twice.
 - `Transition` / `UpdateState`: one pure step; if it cannot apply (nothing
   fires, a conflict on `expected_revision`, a missing key) it is recorded as a
   `rejected` event and its caller gets the error.
-Different instances run concurrently. Callers wait as they ask (`WaitMode`).
+Every commit is fenced by the lease. Different instances run concurrently.
+Store calls run in threads (`asyncio.to_thread`): the loop never waits on I/O.
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import random
 import re
+import socket
 import traceback
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
-from flou_grpc.engine.ltm import LTM
-from flou_grpc.engine.machine import ERROR, Fired, Machine, Step
+from flou_grpc.engine.ltm import LTM, state_key_path
+from flou_grpc.engine.machine import ERROR, QUEUED, Fired, Machine, Step
 from flou_grpc.engine.registry import Registry
 from flou_grpc.engine.requests import payload_of, transition_item, update_item
 from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem, to_json
@@ -44,6 +49,8 @@ from flou_grpc.errors import (
     RequestIdReusedError,
     RevisionConflictError,
     RevisionOutOfRangeError,
+    StateKeyNotFoundError,
+    StateKeyNotListError,
 )
 from flou_grpc.runtime.model import (
     AppendResult,
@@ -55,7 +62,8 @@ from flou_grpc.runtime.model import (
     TransitionResult,
     WaitMode,
 )
-from flou_grpc.store.memory import MemoryStore
+from flou_grpc.runtime.stores import open_store
+from flou_grpc.store.base import LeaseLostError, Store
 from flou_grpc.store.records import (
     ErrorRecord,
     EventRecord,
@@ -70,6 +78,7 @@ __all__ = ["AsyncRuntime"]
 _log = logging.getLogger(__name__)
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -106,13 +115,19 @@ class AsyncRuntime:
     """Hosts instances of registered machines; use it inside one asyncio loop.
 
     Args:
-        database_url: Where instances are kept. None (the default) keeps them
-            in this process's memory; the durable SQLite and PostgreSQL stores
-            arrive with the store (the same interface).
+        database_url: Where instances are kept: `memory://` (this process's
+            memory, nothing kept), or a SQLAlchemy URL of SQLite or PostgreSQL
+            once the durable store is installed. None: `memory://`.
         machines: Root LTM classes to register.
         registry: A registry to use (the machines are added to it).
+        store: A store to use instead of opening `database_url`.
         retry_delay: The first backoff, in seconds, after a failing `run`.
         max_retry_delay: The longest backoff.
+        lease_seconds: How long a claimed instance stays this runtime's
+            without renewal (renewed every `poll_interval`).
+        max_workers: How many instances this runtime works on at once.
+        poll_interval: How often, in seconds, to look for work committed by
+            other runtimes sharing the database (and renew leases).
     """
 
     def __init__(
@@ -121,40 +136,51 @@ class AsyncRuntime:
         machines: Iterable[type[LTM]] = (),
         *,
         registry: Registry | None = None,
+        store: Store | None = None,
         retry_delay: float = 0.1,
         max_retry_delay: float = 10.0,
+        lease_seconds: float = 30.0,
+        max_workers: int = 64,
+        poll_interval: float = 1.0,
     ) -> None:
-        if database_url not in (None, "", "memory://"):
-            raise ValueError(
-                f"database_url {database_url!r}: only the in-memory store ('memory://', "
-                "or None) exists yet; SQLite and PostgreSQL come with the durable store"
-            )
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
             self.registry.register(cls)
-        self.store = MemoryStore()
+        self.store: Store = store if store is not None else open_store(database_url)
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
+        self.lease_seconds, self.max_workers = lease_seconds, max_workers
+        self.poll_interval = poll_interval
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
         self._signals: dict[str, asyncio.Event] = {}
-        self._inflight: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._inflight: dict[str, tuple[str, asyncio.Future[JsonObject]]] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
 
     async def __aenter__(self) -> AsyncRuntime:
+        self._ensure_dispatcher()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Stops the workers; a step in progress is abandoned before its commit."""
+        """Stops the dispatcher and the workers (a step in progress is abandoned)."""
         self._closed = True
-        workers = list(self._workers.values())
-        for task in workers:
+        tasks = [*self._workers.values(), *([self._dispatcher] if self._dispatcher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for future in self._waiters.values():
             future.cancel()
+        self.store.close()
+
+    async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs a store operation in a thread, so the loop never blocks on I/O."""
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     # --- mutations ------------------------------------------------------------------------
 
@@ -181,11 +207,12 @@ class AsyncRuntime:
                 "1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit",
             )
 
-        async def create() -> Instance:
+        async def create() -> tuple[JsonObject, Instance]:
             new_id = instance_id or _new_id()
             step = hosted.start(new_id, owned)
             now = utcnow()
-            record = self.store.create(
+            record = await self._db(
+                self.store.create,
                 InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
                 EventRecord(
                     new_id,
@@ -199,11 +226,14 @@ class AsyncRuntime:
                 [WorkRecord(_new_id(), item) for item in step.work],
             )
             self._changed(new_id)
-            if wait is WaitMode.SETTLED:
-                return await self.settle(new_id)
-            return self._view(record)
+            self._kick()
+            view = await self.settle(new_id) if wait is WaitMode.SETTLED else None
+            return {"instance_id": new_id}, view or await self._view(record)
 
-        return await self._once(request_id, ("start", machine, owned, instance_id), create)
+        async def replay(response: JsonObject) -> Instance:
+            return await self.get(str(response["instance_id"]))
+
+        return await self._once(request_id, ("start", machine, owned, instance_id), create, replay)
 
     async def transition(
         self,
@@ -235,13 +265,13 @@ class AsyncRuntime:
             (once processed); InstanceNotFoundError, InvalidFieldError,
             RequestIdReusedError.
         """
-        instance = self.store.instance(instance_id)
+        instance = await self._db(self.store.instance, instance_id)
         item = transition_item(label, namespace or instance.machine, params, payload)
-        body = ("transition", instance_id, to_json(item), expected_revision)
         return await self._once(
             request_id,
-            body,
+            ("transition", instance_id, to_json(item), expected_revision),
             lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+            self._replay_submit,
         )
 
     async def update_state(
@@ -260,13 +290,13 @@ class AsyncRuntime:
             NodeNotFoundError, StateKeyNotFoundError, RevisionConflictError (once
             processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
         """
-        self.store.instance(instance_id)
+        await self._db(self.store.instance, instance_id)
         item = update_item(fqn, updates)
-        body = ("update_state", instance_id, to_json(item), expected_revision)
         result = await self._once(
             request_id,
-            body,
+            ("update_state", instance_id, to_json(item), expected_revision),
             lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+            self._replay_submit,
         )
         return result.instance
 
@@ -283,32 +313,36 @@ class AsyncRuntime:
             owned = json_copy(value, "value")
         except ValueError as exc:
             raise InvalidFieldError.of("value", str(exc)) from None
-        body = ("atomic_append", instance_id, fqn, key, owned)
 
-        async def append() -> AppendResult:
-            result = self._append(instance_id, fqn, key, owned, request_id, dedup="")
+        async def append() -> tuple[JsonObject, AppendResult]:
+            result = await self._db(self._append, instance_id, fqn, key, owned, request_id, "")
             self._changed(instance_id)
-            return result
+            return {"values": result.values, "revision": result.revision}, result
 
-        return await self._once(request_id, body, append)
+        async def replay(response: JsonObject) -> AppendResult:
+            return AppendResult(list(response["values"]), int(response["revision"]))
+
+        return await self._once(
+            request_id, ("atomic_append", instance_id, fqn, key, owned), append, replay
+        )
 
     async def retry_errors(
         self, instance_id: str, work_item_ids: Sequence[str] = ()
     ) -> tuple[Instance, list[str]]:
         """Schedules again the steps that exhausted their retries; returns the retried ids."""
-        record = self.store.instance(instance_id)
+        record = await self._db(self.store.instance, instance_id)
         hosted = self.registry.get(record.machine)
         retried: list[str] = []
-        for error in self.store.errors(instance_id):
-            if error.retrying or (work_item_ids and error.work_item_id not in work_item_ids):
+        for error in await self._db(self.store.errors, instance_id):
+            if error.retrying or error.item is None:
                 continue
-            item = error.item
-            if item is None:
+            if work_item_ids and error.work_item_id not in work_item_ids:
                 continue
-            latest = self.store.instance(instance_id)
-            step = hosted.set_status(instance_id, latest.document, error.fqn, "queued")
-            self.store.clear_error(instance_id, error.work_item_id)
-            self.store.commit(
+            latest = await self._db(self.store.instance, instance_id)
+            step = hosted.set_status(instance_id, latest.document, error.fqn, QUEUED)
+            await self._db(self.store.clear_error, instance_id, error.work_item_id)
+            await self._db(
+                self.store.commit,
                 instance_id,
                 latest.revision,
                 step.document,
@@ -320,30 +354,32 @@ class AsyncRuntime:
                     step.patch,
                 ),
                 None,
-                [WorkRecord(error.work_item_id, item)],
+                [WorkRecord(error.work_item_id, error.item)],
             )
             retried.append(error.work_item_id)
         self._changed(instance_id)
-        return self._view(self.store.instance(instance_id)), retried
+        self._kick()
+        return await self.get(instance_id), retried
 
     # --- reads --------------------------------------------------------------------------------
 
     async def get(self, instance_id: str) -> Instance:
         """The instance at its current revision."""
-        return self._view(self.store.instance(instance_id))
+        return await self._view(await self._db(self.store.instance, instance_id))
 
     async def list_instances(
         self, machine: str = "", status: InstanceStatus | None = None
     ) -> list[Instance]:
         """Instances, newest first, optionally of one machine and in one status."""
-        views = [self._view(r) for r in self.store.instances(machine)]
+        views = [await self._view(r) for r in await self._db(self.store.instances, machine)]
         return [v for v in views if status is None or v.status is status]
 
     async def history(
         self, instance_id: str, from_revision: int = 1, limit: int = 0
     ) -> list[Event]:
         """The instance's events from `from_revision` on, in revision order."""
-        return [_event(e) for e in self.store.events(instance_id, from_revision, limit)]
+        events = await self._db(self.store.events, instance_id, from_revision, limit)
+        return [_event(e) for e in events]
 
     async def settle(self, instance_id: str, timeout: float | None = None) -> Instance:
         """Waits until the instance has no pending work, and returns it.
@@ -354,9 +390,9 @@ class AsyncRuntime:
         async with asyncio.timeout(timeout):
             while True:
                 signal = self._signal(instance_id)
-                if not self.store.pending(instance_id):
-                    return self._view(self.store.instance(instance_id))
-                await signal.wait()
+                if not await self._db(self.store.pending, instance_id):
+                    return await self.get(instance_id)
+                await self._until(signal)
 
     async def watch(
         self, instance_id: str, from_revision: int = 0
@@ -366,24 +402,32 @@ class AsyncRuntime:
         Raises:
             RevisionOutOfRangeError: `from_revision` is not a kept revision.
         """
-        record = self.store.instance(instance_id)
+        record = await self._db(self.store.instance, instance_id)
         start = from_revision or record.revision
-        oldest = self.store.oldest_revision(instance_id)
+        oldest = await self._db(self.store.oldest_revision, instance_id)
         if not oldest <= start <= record.revision:
             raise RevisionOutOfRangeError(instance_id, start, oldest, record.revision)
         if start == record.revision:
-            yield self._view(record)
+            yield await self._view(record)
         else:
-            yield self._view_at(record, start)
+            yield await self._view_at(record, start)
         after = start
         while True:
             signal = self._signal(instance_id)
-            events = self.store.events(instance_id, after + 1, 256)
+            events = await self._db(self.store.events, instance_id, after + 1, 256)
             for event in events:
                 yield _event(event)
                 after = event.revision
             if not events:
+                await self._until(signal)
+
+    async def _until(self, signal: asyncio.Event) -> None:
+        """Waits for a local change, or `poll_interval` (changes made by other runtimes)."""
+        try:
+            async with asyncio.timeout(self.poll_interval):
                 await signal.wait()
+        except TimeoutError:
+            pass
 
     # --- the mailbox ------------------------------------------------------------------------
 
@@ -394,46 +438,85 @@ class AsyncRuntime:
         request_id: str,
         expected_revision: int,
         wait: WaitMode,
-    ) -> TransitionResult:
+    ) -> tuple[JsonObject, TransitionResult]:
         if expected_revision < 0:
             raise InvalidFieldError.of("expected_revision", "must be 0 (no check) or positive")
         record = WorkRecord(_new_id(), item, request_id, expected_revision)
         future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
         self._waiters[record.id] = future
         try:
-            self.store.enqueue(instance_id, [record])
-            self._kick(instance_id)
+            await self._db(self.store.enqueue, instance_id, [record])
+            self._kick()
             if wait is WaitMode.ENQUEUED:
-                return TransitionResult(
-                    self._view(self.store.instance(instance_id)), [], record.id
-                )
+                result = TransitionResult(await self.get(instance_id), [], record.id)
+                return self._submitted(result), result
             outcome = await future
         finally:
             self._waiters.pop(record.id, None)
         instance = (
             await self.settle(instance_id)
             if wait is WaitMode.SETTLED
-            else self._view(outcome.record)
+            else await self._view(outcome.record)
         )
-        return TransitionResult(instance, outcome.fired, record.id)
+        result = TransitionResult(instance, outcome.fired, record.id)
+        return self._submitted(result), result
 
-    def _kick(self, instance_id: str) -> None:
-        task = self._workers.get(instance_id)
-        if (task is None or task.done()) and not self._closed:
-            self._workers[instance_id] = asyncio.get_running_loop().create_task(
-                self._work(instance_id), name=f"flou-worker:{instance_id}"
+    @staticmethod
+    def _submitted(result: TransitionResult) -> JsonObject:
+        return {
+            "instance_id": result.instance.id,
+            "work_item_id": result.work_item_id,
+            "fired": result.fired,
+        }
+
+    async def _replay_submit(self, response: JsonObject) -> TransitionResult:
+        instance = await self.get(str(response["instance_id"]))
+        return TransitionResult(instance, list(response["fired"]), str(response["work_item_id"]))
+
+    def _ensure_dispatcher(self) -> None:
+        if (self._dispatcher is None or self._dispatcher.done()) and not self._closed:
+            self._dispatcher = asyncio.get_running_loop().create_task(
+                self._dispatch(), name="flou-dispatcher"
             )
+
+    def _kick(self) -> None:
+        """There is new work: claim it now rather than at the next poll."""
+        self._wake.set()
+        self._ensure_dispatcher()
+
+    async def _dispatch(self) -> None:
+        """Claims instances with pending work and starts a worker for each (renews leases)."""
+        while not self._closed:
+            self._wake.clear()
+            try:
+                free = self.max_workers - len(self._workers)
+                claimed = (
+                    await self._db(self.store.claim, self.owner, self.lease_seconds, free)
+                    if free > 0
+                    else []
+                )
+            except Exception:
+                _log.exception("claiming work failed; trying again")
+                claimed = []
+            for instance_id in claimed:
+                if instance_id not in self._workers:
+                    self._workers[instance_id] = asyncio.get_running_loop().create_task(
+                        self._work(instance_id), name=f"flou-worker:{instance_id}"
+                    )
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     def _signal(self, instance_id: str) -> asyncio.Event:
         return self._signals.setdefault(instance_id, asyncio.Event())
 
     def _changed(self, instance_id: str) -> None:
-        """Wakes whoever waits on the instance, and makes sure its work gets done."""
+        """Wakes whoever waits on the instance."""
         signal = self._signals.pop(instance_id, None)
         if signal is not None:
             signal.set()
-        if self.store.pending(instance_id):
-            self._kick(instance_id)
 
     def _resolve(self, work_item_id: str, outcome: _Outcome | BaseException) -> None:
         future = self._waiters.get(work_item_id)
@@ -447,26 +530,27 @@ class AsyncRuntime:
     async def _work(self, instance_id: str) -> None:
         try:
             while not self._closed:
-                pending = self.store.pending(instance_id)
+                pending = await self._db(self.store.pending, instance_id)
                 if not pending:
+                    await self._db(self.store.release, self.owner, instance_id)
                     break
-                try:
-                    await self._process(instance_id, pending[0])
-                except FlouError as exc:  # the instance itself is gone or unreadable
-                    _log.error("instance %s: cannot process work: %s", instance_id, exc)
-                    break
+                await self._process(instance_id, pending[0])
+        except LeaseLostError:
+            _log.warning("instance %s: lease lost to another runtime; step abandoned", instance_id)
+        except FlouError as exc:  # the instance itself is gone or unreadable
+            _log.error("instance %s: cannot process work: %s", instance_id, exc)
         finally:
             if self._workers.get(instance_id) is asyncio.current_task():
                 del self._workers[instance_id]
-            signal = self._signals.pop(instance_id, None)
-            if signal is not None:
-                signal.set()
+            self._changed(instance_id)
+            if not self._closed:
+                self._kick()  # its mailbox may have grown since the last look
 
     async def _process(self, instance_id: str, work: WorkRecord) -> None:
-        instance = self.store.instance(instance_id)
+        instance = await self._db(self.store.instance, instance_id)
         hosted = self.registry.get(instance.machine)
         if work.expected_revision and work.expected_revision != instance.revision:
-            self._reject(
+            await self._reject(
                 instance,
                 work,
                 RevisionConflictError(instance_id, work.expected_revision, instance.revision),
@@ -485,17 +569,17 @@ class AsyncRuntime:
                 step = hosted.update_state(instance_id, instance.document, item)
                 kind = EventKind.STATE_UPDATED
         except FlouError as exc:
-            self._reject(instance, work, exc)
+            await self._reject(instance, work, exc)
             return
         except Exception:
             _log.exception("instance %s: work item %s failed unexpectedly", instance_id, work.id)
-            self._reject(instance, work, InternalError())
+            await self._reject(instance, work, InternalError())
             return
         fired = _fired_json(step.fired)
-        record = self._commit(instance, step, kind, work, fired=fired)
+        record = await self._commit(instance, step, kind, work, fired=fired)
         self._resolve(work.id, _Outcome(record, fired))
 
-    def _commit(
+    async def _commit(
         self,
         instance: InstanceRecord,
         step: Step,
@@ -515,29 +599,39 @@ class AsyncRuntime:
             error=error,
             request_id=work.request_id,
         )
-        record = self.store.commit(
+        record = await self._db(
+            self.store.commit,
             instance.id,
             instance.revision,
             step.document,
             event,
             work.id,
             [WorkRecord(_new_id(), new) for new in step.work],
+            self.owner,
         )
         self._changed(instance.id)
         return record
 
-    def _reject(self, instance: InstanceRecord, work: WorkRecord, error: FlouError) -> None:
-        rejection = {"reason": error.reason, "message": error.message, "metadata": error.metadata}
+    async def _reject(self, instance: InstanceRecord, work: WorkRecord, error: FlouError) -> None:
         event = EventRecord(
             instance.id,
             0,
             EventKind.REJECTED,
             {"work_item_id": work.id, **to_json(work.item)},
             [],
-            rejection=rejection,
+            rejection=error.to_info(),
             request_id=work.request_id,
         )
-        self.store.commit(instance.id, instance.revision, instance.document, event, work.id)
+        await self._db(
+            self.store.commit,
+            instance.id,
+            instance.revision,
+            instance.document,
+            event,
+            work.id,
+            (),
+            self.owner,
+        )
         self._changed(instance.id)
         self._resolve(work.id, error)
 
@@ -557,7 +651,7 @@ class AsyncRuntime:
 
         execution = hosted.prepare(instance.id, instance.document, item, append_hook)
         if execution is None:
-            self.store.discard(instance.id, work.id)
+            await self._db(self.store.discard, instance.id, work.id)
             self._resolve(work.id, _Outcome(instance, []))
             return
         try:
@@ -567,22 +661,34 @@ class AsyncRuntime:
                 result = await asyncio.to_thread(execution.run)
                 if inspect.isawaitable(result):
                     await result
-            latest = self.store.instance(instance.id)
-            step = hosted.execute(instance.id, latest.document, item, execution.effects)
-            record = self._commit(latest, step, EventKind.EXECUTED, work)
+            record = await self._apply(instance.id, hosted, work, item, execution.effects)
+        except (LeaseLostError, asyncio.CancelledError):
+            raise
         except Exception as exc:  # the user's code, or what it queued, failed
             await self._failed(instance.id, hosted, work, item, exc)
             return
-        self.store.clear_error(instance.id, work.id)
+        await self._db(self.store.clear_error, instance.id, work.id)
         self._resolve(work.id, _Outcome(record, []))
 
+    async def _apply(
+        self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, effects: Any
+    ) -> InstanceRecord:
+        """Applies a run's effects to the latest document; again if an append got in between."""
+        while True:
+            latest = await self._db(self.store.instance, instance_id)
+            step = hosted.execute(instance_id, latest.document, item, effects)
+            try:
+                return await self._commit(latest, step, EventKind.EXECUTED, work)
+            except RevisionConflictError:
+                continue  # an atomic append committed meanwhile: apply to its result
+
     async def _failed(
-        self, work_instance: str, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
+        self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
     ) -> None:
-        instance = self.store.instance(work_instance)
-        previous = {e.work_item_id: e for e in self.store.errors(work_instance)}.get(work.id)
-        attempts = (previous.attempts if previous else 0) + 1
-        _, cls = hosted.path_of(work_instance, instance.document, item.fqn)
+        previous = {e.work_item_id: e for e in await self._db(self.store.errors, instance_id)}
+        attempts = (previous[work.id].attempts if work.id in previous else 0) + 1
+        instance = await self._db(self.store.instance, instance_id)
+        _, cls = hosted.path_of(instance_id, instance.document, item.fqn)
         retrying = attempts <= cls.max_retries
         error = ErrorRecord(
             work.id,
@@ -594,81 +700,114 @@ class AsyncRuntime:
             retrying,
             item,
         )
-        self.store.put_error(work_instance, error)
+        await self._db(self.store.put_error, instance_id, error)
         _log.warning(
             "instance %s: %s failed (attempt %d of %d): %r",
-            work_instance,
+            instance_id,
             item.fqn,
             attempts,
             cls.max_retries + 1,
             exc,
         )
-        self._changed(work_instance)
+        self._changed(instance_id)
         if retrying:
             delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             return
-        step = hosted.set_status(work_instance, instance.document, item.fqn, ERROR)
-        record = self._commit(instance, step, EventKind.FAILED, work, error=_error_json(error))
+        step = hosted.set_status(instance_id, instance.document, item.fqn, ERROR)
+        record = await self._commit(
+            instance, step, EventKind.FAILED, work, error=_error_json(error)
+        )
         self._resolve(work.id, _Outcome(record, []))
 
     def _append(
         self, instance_id: str, fqn: str, key: str, value: Any, request_id: str, dedup: str
     ) -> AppendResult:
-        hosted = self.registry.get(self.store.instance(instance_id).machine)
-
-        def step(doc: JsonObject) -> tuple[JsonObject, list[JsonObject], list[Any]]:
-            result, values = hosted.append(instance_id, doc, fqn, key, value)
-            return result.document, result.patch, values
-
+        """Validates the node and key on the current document, then appends in one statement."""
+        record = self.store.instance(instance_id)
+        hosted = self.registry.get(record.machine)
+        path, cls = hosted.path_of(instance_id, record.document, fqn)
+        target = state_key_path(cls, path, key, "key")
+        node_fqn = ".".join((hosted.name, *path))
         event = EventRecord(
             instance_id,
             0,
             EventKind.APPENDED,
-            {"fqn": fqn, "key": key, "value": value},
+            {"fqn": node_fqn, "key": key, "value": value},
             [],
             request_id=request_id,
         )
-        values, revision = self.store.append(instance_id, step, event, dedup)
+        try:
+            values, revision = self.store.append(instance_id, target, value, event, dedup)
+        except KeyError:
+            raise StateKeyNotFoundError(instance_id, node_fqn, key) from None
+        except TypeError as exc:
+            raise StateKeyNotListError(instance_id, node_fqn, key, str(exc)) from None
         return AppendResult(values, revision)
 
     async def _once(
-        self, request_id: str, body: tuple[Any, ...], compute: Callable[[], Awaitable[T]]
+        self,
+        request_id: str,
+        body: tuple[Any, ...],
+        compute: Callable[[], Awaitable[tuple[JsonObject, T]]],
+        replay: Callable[[JsonObject], Awaitable[T]],
     ) -> T:
-        """Runs a mutation once per request id; a repeat answers the first outcome."""
+        """Runs a mutation once per request id; a repeat answers from the first outcome.
+
+        The first outcome is stored as JSON (`compute` gives it with the
+        result); a repeat rebuilds its answer with `replay`, from the current
+        state where the answer holds an instance (AIP-155 allows it), or raises
+        the first error again.
+        """
+        self._ensure_dispatcher()
         if not request_id:
-            return await compute()
+            return (await compute())[1]
         if len(request_id) > 128:
             raise InvalidFieldError.of("request_id", "at most 128 characters")
         fingerprint = _fingerprint(*body)
-        stored = self.store.request(request_id)
+        stored = await self._db(self.store.request, request_id)
         inflight = self._inflight.get(request_id)
         if stored is not None or inflight is not None:
             first = stored.fingerprint if stored is not None else inflight[0]  # type: ignore[index]
             if first != fingerprint:
                 raise RequestIdReusedError(request_id)
             if stored is not None:
-                return _replay(stored.response)  # type: ignore[no-any-return]
-            assert inflight is not None
-            return _replay(await asyncio.shield(inflight[1]))  # type: ignore[no-any-return]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                response = stored.response
+            else:
+                assert inflight is not None
+                response = await asyncio.shield(inflight[1])
+            if "error" in response:
+                error = response["error"]
+                raise FlouError.from_info(error["reason"], error["message"], error["metadata"])
+            return await replay(response)
+        future: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
         self._inflight[request_id] = (fingerprint, future)
         try:
-            response: Any = await compute()
+            response, result = await compute()
         except FlouError as exc:
-            response = exc
+            future.set_result({"error": exc.to_info()})
+            await self._db(
+                self.store.put_request,
+                RequestRecord(request_id, fingerprint, {"error": exc.to_info()}),
+            )
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: duplicates waiting on it get it too
+            raise
         finally:
             del self._inflight[request_id]
-        self.store.put_request(RequestRecord(request_id, fingerprint, response))
         future.set_result(response)
-        return _replay(response)  # type: ignore[no-any-return]
+        await self._db(self.store.put_request, RequestRecord(request_id, fingerprint, response))
+        return result
 
     # --- views ----------------------------------------------------------------------------------
 
-    def _view(self, record: InstanceRecord) -> Instance:
+    async def _view(self, record: InstanceRecord) -> Instance:
         hosted = self.registry.get(record.machine)
+        pending = len(await self._db(self.store.pending, record.id))
+        errors = await self._db(self.store.errors, record.id)
         statuses = [status for _, status in hosted.nodes(record.document)]
-        pending = len(self.store.pending(record.id))
         if ERROR in statuses:
             status = InstanceStatus.FAILED
         elif pending:
@@ -683,15 +822,15 @@ class AsyncRuntime:
             state=json_copy(record.document),
             active_states=tuple(hosted.active_states(record.document)),
             pending_work_count=pending,
-            errors=tuple(_step_error(e) for e in self.store.errors(record.id)),
+            errors=tuple(_step_error(e) for e in errors),
             create_time=record.create_time,
             update_time=record.update_time,
         )
 
-    def _view_at(self, record: InstanceRecord, revision: int) -> Instance:
+    async def _view_at(self, record: InstanceRecord, revision: int) -> Instance:
         document: JsonObject = {}
         update_time = record.create_time
-        for event in self.store.events(record.id, 1, revision):
+        for event in await self._db(self.store.events, record.id, 1, revision):
             document = apply_patch(document, event.patch)
             update_time = event.create_time
         hosted = self.registry.get(record.machine)
@@ -707,12 +846,6 @@ class AsyncRuntime:
             create_time=record.create_time,
             update_time=update_time,
         )
-
-
-def _replay(response: T | FlouError) -> T:
-    if isinstance(response, FlouError):
-        raise response
-    return response
 
 
 async def _awaited(value: Awaitable[None] | None) -> None:

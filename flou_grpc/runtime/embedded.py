@@ -51,7 +51,7 @@ class Runtime:
         machines: Iterable[type[LTM]] = (),
         *,
         registry: Registry | None = None,
-        **options: float,
+        **options: Any,
     ) -> None:
         self.core = AsyncRuntime(database_url, machines, registry=registry, **options)
         self._loop = asyncio.new_event_loop()

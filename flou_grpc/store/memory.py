@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from flou_grpc.engine.document import JsonObject
+from flou_grpc.engine.document import (
+    DocWriter,
+    JsonObject,
+    Path,
+    json_copy,
+    json_type,
+    pointer,
+)
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     RevisionConflictError,
 )
+from flou_grpc.store.base import LeaseLostError
 from flou_grpc.store.records import (
     ErrorRecord,
     EventRecord,
@@ -31,9 +40,6 @@ from flou_grpc.store.records import (
 )
 
 __all__ = ["MemoryStore"]
-
-AppendStep = Callable[[JsonObject], tuple[JsonObject, list[JsonObject], list[Any]]]
-"""(current document) -> (new document, patch, the list after the append)."""
 
 
 class MemoryStore:
@@ -48,6 +54,7 @@ class MemoryStore:
         self._requests: dict[str, RequestRecord] = {}
         self._appends: dict[str, tuple[list[Any], int]] = {}
         self._seq = itertools.count(1)
+        self._leases: dict[str, tuple[str, float]] = {}
 
     # --- instances ----------------------------------------------------------------------
 
@@ -120,16 +127,20 @@ class MemoryStore:
         event: EventRecord,
         done: str | None,
         work: Sequence[WorkRecord] = (),
+        owner: str = "",
     ) -> InstanceRecord:
         """Commits one step: document, revision + 1, its event, the item done, new work.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
+            LeaseLostError: `owner` is given and does not hold the lease.
         """
         with self._lock:
             current = self.instance(instance_id)
             if current.revision != revision:
                 raise RevisionConflictError(instance_id, revision, current.revision)
+            if owner and self._lease_owner(instance_id) != owner:
+                raise LeaseLostError(instance_id, owner)
             record = replace(
                 current, revision=revision + 1, document=document, update_time=utcnow()
             )
@@ -152,26 +163,33 @@ class MemoryStore:
         self._mailboxes[instance_id] = [r for r in mailbox if r.id != work_item_id]
 
     def append(
-        self, instance_id: str, step: AppendStep, event: EventRecord, dedup: str = ""
+        self,
+        instance_id: str,
+        path: Path,
+        value: Any,
+        event: EventRecord,
+        dedup: str = "",
     ) -> tuple[list[Any], int]:
-        """Appends to a list in one atomic step; returns the list after it and the revision.
-
-        Args:
-            instance_id: The instance.
-            step: Computes the new document from the current one.
-            event: The event to record (its revision is assigned here).
-            dedup: When set, a second append with the same key appends nothing
-                and returns the first one's answer.
-        """
+        """Appends to the list at `path` in one atomic step; see `Store.append`."""
         with self._lock:
             if dedup and dedup in self._appends:
                 return self._appends[dedup]
             current = self.instance(instance_id)
-            document, patch, values = step(current.document)
+            writer = DocWriter(current.document)
+            holder = writer.find(path[:-1])
+            if not isinstance(holder, dict) or path[-1] not in holder:
+                raise KeyError(pointer(path))
+            if not isinstance(holder[path[-1]], list):
+                raise TypeError(json_type(holder[path[-1]]))
+            writer.append(path, json_copy(value))
             record = self.commit(
-                instance_id, current.revision, document, replace(event, patch=patch), None
+                instance_id,
+                current.revision,
+                writer.doc,
+                replace(event, patch=writer.ops),
+                None,
             )
-            answer = (values, record.revision)
+            answer = (json_copy(writer.get(path)), record.revision)
             if dedup:
                 self._appends[dedup] = answer
             return answer
@@ -217,7 +235,34 @@ class MemoryStore:
         with self._lock:
             return self._requests.get(request_id)
 
-    def put_request(self, record: RequestRecord) -> None:
-        """Stores the first answer to a request id."""
+    def put_request(self, record: RequestRecord) -> RequestRecord:
+        """Stores the first answer to a request id; returns the one kept (the first)."""
         with self._lock:
-            self._requests.setdefault(record.request_id, record)
+            return self._requests.setdefault(record.request_id, record)
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def _lease_owner(self, instance_id: str) -> str:
+        owner, expiry = self._leases.get(instance_id, ("", 0.0))
+        return owner if expiry > time.monotonic() else ""
+
+    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        """Leases up to `limit` instances with pending work that nobody else holds."""
+        with self._lock:
+            claimed: list[str] = []
+            for instance_id, mailbox in self._mailboxes.items():
+                if len(claimed) >= limit:
+                    break
+                if mailbox and self._lease_owner(instance_id) in ("", owner):
+                    self._leases[instance_id] = (owner, time.monotonic() + lease_seconds)
+                    claimed.append(instance_id)
+            return claimed
+
+    def release(self, owner: str, instance_id: str) -> None:
+        """Gives up a lease `owner` holds."""
+        with self._lock:
+            if self._lease_owner(instance_id) == owner:
+                del self._leases[instance_id]
+
+    def close(self) -> None:
+        """Nothing to release: the data goes with the object."""

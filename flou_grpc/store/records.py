@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from flou_grpc.engine.document import JsonObject
 from flou_grpc.engine.work import WorkItem
@@ -93,4 +92,5 @@ class RequestRecord:
     request_id: str
     fingerprint: str
     """A digest of the request's body: the same id with another body is an error."""
-    response: Any
+    response: JsonObject
+    """The first answer, as JSON (the runtime decides its shape)."""

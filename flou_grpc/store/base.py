@@ -1,0 +1,176 @@
+"""`Store`: the operations the runtime needs from persistence, and what each guarantees.
+
+Every operation is one transaction: it happens whole or not at all, and a
+caller that sees it return knows it is durable (for a durable store). The
+methods are synchronous: the runtime calls them from worker threads
+(`asyncio.to_thread`), so they must be thread-safe. Implementations:
+`MemoryStore` (process memory, for tests and `memory://`) and `SqlStore`
+(SQLAlchemy: SQLite and PostgreSQL), both held to one contract suite.
+
+Mailbox order: work items of one instance are processed in `seq` order; `seq`
+is assigned by the store when the item is enqueued and only grows.
+
+Leases: with several runtimes sharing a database, an instance is worked on by
+the runtime that holds its lease (`claim`); `commit` with an `owner` is fenced:
+it fails with `LeaseLostError` when the lease was taken over meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from flou_grpc.engine.document import JsonObject, Path
+from flou_grpc.store.records import (
+    ErrorRecord,
+    EventRecord,
+    InstanceRecord,
+    RequestRecord,
+    WorkRecord,
+)
+
+__all__ = ["LeaseLostError", "Store"]
+
+
+class LeaseLostError(Exception):
+    """A fenced commit found the instance leased to another owner: the step is abandoned."""
+
+    def __init__(self, instance_id: str, owner: str) -> None:
+        super().__init__(f"instance {instance_id!r} is no longer leased to {owner!r}")
+        self.instance_id, self.owner = instance_id, owner
+
+
+class Store(Protocol):
+    """Persistence of instances, mailboxes, history, errors and request records."""
+
+    def create(
+        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+    ) -> InstanceRecord:
+        """Stores a new instance at revision 1, its start event (revision 1) and first work.
+
+        Raises:
+            InstanceAlreadyExistsError: The id is taken.
+        """
+        ...
+
+    def instance(self, instance_id: str) -> InstanceRecord:
+        """The instance at its current revision.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        ...
+
+    def instances(self, machine: str = "") -> list[InstanceRecord]:
+        """Every instance (of one machine, if given), newest first (create_time, then id)."""
+        ...
+
+    def enqueue(self, instance_id: str, work: Sequence[WorkRecord]) -> list[WorkRecord]:
+        """Appends work at the end of the mailbox; returns it with `seq` assigned.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        ...
+
+    def pending(self, instance_id: str) -> list[WorkRecord]:
+        """The mailbox, in `seq` order (empty for an unknown instance)."""
+        ...
+
+    def commit(
+        self,
+        instance_id: str,
+        revision: int,
+        document: JsonObject,
+        event: EventRecord,
+        done: str | None,
+        work: Sequence[WorkRecord] = (),
+        owner: str = "",
+    ) -> InstanceRecord:
+        """Commits one step: the document at `revision + 1`, its event, the done item, new work.
+
+        The event's `instance_id` and `revision` are set by the store. `done`
+        (a work item id) leaves the mailbox; `work` joins its end.
+
+        Raises:
+            RevisionConflictError: The instance is no longer at `revision`.
+            LeaseLostError: `owner` is given and no longer holds the lease.
+        """
+        ...
+
+    def discard(self, instance_id: str, work_item_id: str) -> None:
+        """Removes a work item that needs no step (its node is no longer queued)."""
+        ...
+
+    def append(
+        self,
+        instance_id: str,
+        path: Path,
+        value: Any,
+        event: EventRecord,
+        dedup: str = "",
+    ) -> tuple[list[Any], int]:
+        """Appends `value` to the list at `path` (document keys) as one atomic step.
+
+        The append itself is a single statement of the database (never read,
+        then written back), committed with its event at the next revision, the
+        patch `[{"op": "add", "path": <pointer>/-, "value": value}]`. With
+        `dedup`, a second append of the same key appends nothing and answers
+        the first one's result.
+
+        Returns:
+            The whole list after the append, appends of others included, and
+            the revision the append created.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+            KeyError: Nothing is at `path`.
+            TypeError: What is at `path` is not a list; the message is its JSON type.
+        """
+        ...
+
+    def events(
+        self, instance_id: str, from_revision: int = 1, limit: int = 0
+    ) -> list[EventRecord]:
+        """Events from `from_revision` on, in revision order, at most `limit` (0: all)."""
+        ...
+
+    def oldest_revision(self, instance_id: str) -> int:
+        """The oldest revision whose event is still kept."""
+        ...
+
+    def errors(self, instance_id: str) -> list[ErrorRecord]:
+        """The recorded failures of the instance's work items."""
+        ...
+
+    def put_error(self, instance_id: str, error: ErrorRecord) -> None:
+        """Records, or replaces, the failures of one work item."""
+        ...
+
+    def clear_error(self, instance_id: str, work_item_id: str) -> None:
+        """Forgets the failures of one work item."""
+        ...
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        """The stored first answer to a request id, if any."""
+        ...
+
+    def put_request(self, record: RequestRecord) -> RequestRecord:
+        """Stores the first answer to a request id; returns the record kept (the first)."""
+        ...
+
+    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        """Leases up to `limit` instances with pending work that nobody else holds.
+
+        An instance is free when it has no lease, its lease expired, or
+        `owner` holds it already (the lease is then renewed).
+        """
+        ...
+
+    def release(self, owner: str, instance_id: str) -> None:
+        """Gives up a lease `owner` holds (no-op otherwise)."""
+        ...
+
+    def close(self) -> None:
+        """Releases the store's resources (connections)."""
+        ...
