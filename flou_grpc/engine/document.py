@@ -93,7 +93,10 @@ class DocWriter:
     def __init__(self, doc: JsonObject) -> None:
         self.doc = doc
         self.ops: list[JsonObject] = []
-        self._owned: set[int] = set()
+        # The containers this writer copied, by id. The objects are kept too: an id
+        # is only unique while its object lives, and a copied container that was
+        # replaced since must not let a new value with its id pass for ours.
+        self._owned: dict[int, Any] = {}
 
     def get(self, path: Path) -> Any:
         """The value at `path`; raises KeyError (or TypeError) if there is none."""
@@ -112,10 +115,10 @@ class DocWriter:
         return value
 
     def _own(self, container: Any) -> Any:
-        if id(container) in self._owned:
+        if self._owned.get(id(container)) is container:
             return container
         copied = dict(container) if isinstance(container, dict) else list(container)
-        self._owned.add(id(copied))
+        self._owned[id(copied)] = copied
         return copied
 
     def _parent(self, path: Path) -> JsonObject:

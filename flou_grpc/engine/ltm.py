@@ -62,8 +62,9 @@ def set_default_starter(starter: Callable[[type[LTM], JsonObject], Any]) -> None
 class Effects:
     """What a node's code asked for while it ran, applied by the engine when it returns."""
 
-    updates: list[tuple[Path, Any]] = field(default_factory=list)
-    """(absolute path, owned JSON value) in call order."""
+    writes: list[tuple[str, Path, Any]] = field(default_factory=list)
+    """("set" or "append", absolute path, owned JSON value), in call order. Appends are
+    here only when no append hook commits them at once (the engine used on its own)."""
 
     transitions: list[Transition] = field(default_factory=list)
     """Transitions to enqueue, in call order, namespaces resolved."""
@@ -289,7 +290,7 @@ class LTM:
                     raise StateKeyNotFoundError(context.instance_id, self._fqn, key)
                 owned = json_copy(value, f"update_state[{key!r}]")
                 context.writer.set(path, owned)
-                context.effects.updates.append((path, owned))
+                context.effects.writes.append(("set", path, owned))
 
     def atomic_state_append(self, key: str, value: Any) -> list[Any]:
         """Appends `value` to the list at `key`, immediately and atomically.
@@ -311,8 +312,10 @@ class LTM:
                 context.instance_id, self._fqn, key, json_type(holder[path[-1]])
             )
         owned = json_copy(value, f"atomic_state_append({key!r})")
-        if context.append_hook is None:
+        if context.append_hook is None:  # no store to commit it at once: apply with the step
+            assert context.effects is not None
             context.writer.append(path, owned)
+            context.effects.writes.append(("append", path, owned))
             return list(json_copy(context.writer.get(path)))
         result = context.append_hook(self._fqn, key, owned)
         context.writer.set(path, json_copy(result))

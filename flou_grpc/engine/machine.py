@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flou_grpc.engine.declaration import Declaration, TransitionSpec, declaration, validate_tree
+from flou_grpc.engine.declaration import TransitionSpec, declaration, validate_tree
 from flou_grpc.engine.document import DocWriter, JsonObject, Path, json_copy, json_type, pointer
 from flou_grpc.engine.ltm import (
     LTM,
@@ -211,14 +211,16 @@ class Machine:
         item: Execute,
         append_hook: AppendHook | None = None,
     ) -> Execution | None:
-        """Binds the node of an `Execute` item for its code to run; None if it is not queued.
+        """Binds the node of an `Execute` item for its code to run; None if it must not run.
 
-        A node stops being queued when a transition completed one of its
-        ancestors after the item was enqueued: its code is then not run.
+        Every queueing of a node runs its code once, even when the node was
+        queued again before its first run (a join that re-runs per arrival).
+        A node that was completed since (a transition completed one of its
+        ancestors), or that errored, does not run.
         """
         path, _ = self.path_of(instance_id, doc, item.fqn)
         writer = DocWriter(doc)
-        if writer.get((*path, "_status")) != QUEUED:
+        if writer.get((*path, "_status")) not in (QUEUED, ACTIVE):
             return None
         effects = Effects()
         context = StepContext(instance_id, self.root, writer, append_hook, effects)
@@ -236,10 +238,14 @@ class Machine:
         """
         path, cls = self.path_of(instance_id, doc, item.fqn)
         writer = DocWriter(doc)
-        for target, value in effects.updates:
-            if not isinstance(writer.find(target[:-1]), dict):
+        for op, target, value in effects.writes:
+            holder = writer.find(target[:-1])
+            if not isinstance(holder, dict) or (op == "append" and target[-1] not in holder):
                 raise StateKeyNotFoundError(instance_id, item.fqn, pointer(target))
-            writer.set(target, value)
+            if op == "append":
+                writer.append(target, value)
+            else:
+                writer.set(target, value)
         writer.set((*path, "_status"), ACTIVE)
         work: list[WorkItem] = list(effects.transitions)
         context = StepContext(instance_id, self.root, writer)
@@ -359,7 +365,9 @@ class _Firing:
             return
         fqn = self.machine._fqn(path)
         node = self.writer.get(path)
-        remaining = {key for _, key in child_nodes(decl, node) if node[key]["_status"] == ACTIVE}
+        # Listing the children costs a look at every key of the node: do it once.
+        children = list(child_nodes(decl, node))
+        remaining = {key for _, key in children if node[key]["_status"] == ACTIVE}
         for transition in decl.transitions:
             if transition.label.text != self.item.label:
                 continue
@@ -383,7 +391,7 @@ class _Firing:
             remaining.difference_update(consumed)
             for key in consumed:
                 self._complete(child_class(decl, key, node[key]), (*path, key))
-            if transition.join_all and not self._joined(decl, transition, path, consumed):
+            if transition.join_all and not self._joined(children, transition, path, consumed):
                 targets = []
             queued = [self._queue(cls, path, target, params) for target, params in targets]
             self.fired.append(
@@ -396,7 +404,7 @@ class _Firing:
                 )
             )
             node = self.writer.get(path)
-        for child, key in child_nodes(decl, self.writer.get(path)):
+        for child, key in children:  # targets queued above are not active: not visited
             status = self.writer.get((*path, key, "_status"))
             if declaration(child).is_machine and status == ACTIVE:
                 self.fire(child, (*path, key))
@@ -419,7 +427,11 @@ class _Firing:
                 self._complete(child, (*path, key))
 
     def _joined(
-        self, decl: Declaration, transition: TransitionSpec, path: Path, consumed: list[str]
+        self,
+        children: list[tuple[type[LTM], str]],
+        transition: TransitionSpec,
+        path: Path,
+        consumed: list[str],
     ) -> bool:
         """Records the arrivals of a `join: "all"`; True once every source has arrived."""
         node = self.writer.get(path)
@@ -430,7 +442,7 @@ class _Firing:
         for source in transition.sources:
             name = declaration(source).name
             if name.is_parameterized:
-                required |= {key for child, key in child_nodes(decl, node) if child is source}
+                required |= {key for child, key in children if child is source}
             else:
                 required.add(name.text)
         if required <= set(arrived):
