@@ -190,7 +190,9 @@ def declare(cls: type[LTM], base: type) -> Declaration | None:
     transitions = tuple(_transition(cls, i, spec, base) for i, spec in enumerate(raw_transitions))
     children: list[type[LTM]] = list(init)
     for transition in transitions:
-        children += [c for c in (*transition.sources, *transition.targets) if c not in children]
+        for child in (*transition.sources, *transition.targets):
+            if child not in children:  # a self-loop names its class twice
+                children.append(child)
     templates: list[tuple[type[LTM], Template]] = []
     for child in children:
         child_name = declaration(child).name

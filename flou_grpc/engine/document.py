@@ -173,27 +173,36 @@ def apply_patch(doc: JsonObject, patch: Sequence[Mapping[str, Any]]) -> JsonObje
                 parent = parent[int(key)] if isinstance(parent, list) else parent[key]
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"{op['path']}: no such path") from exc
-        last = keys[-1]
-        kind = op["op"]
-        if isinstance(parent, list):
-            if kind == "add":
-                index = len(parent) if last == "-" else int(last)
-                parent.insert(index, json_copy(op["value"]))
-            elif kind == "replace":
-                parent[int(last)] = json_copy(op["value"])
-            elif kind == "remove":
-                del parent[int(last)]
-            else:
-                raise ValueError(f"unsupported patch operation {kind!r}")
-        elif kind in ("add", "replace"):
-            if kind == "replace" and last not in parent:
-                raise ValueError(f"{op['path']}: replace of a missing key")
-            parent[last] = json_copy(op["value"])
+        try:
+            _apply_op(parent, keys[-1], str(op["op"]), op)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"{op['op']} {op['path']}: no such key or index {exc}") from None
+    return result
+
+
+def _apply_op(parent: Any, last: str, kind: str, op: Mapping[str, Any]) -> None:
+    if isinstance(parent, list):
+        index = len(parent) if kind == "add" and last == "-" else int(last)
+        if index < 0 or index > len(parent) or (kind != "add" and index == len(parent)):
+            raise IndexError(f"index {last} is out of range")
+        if kind == "add":
+            parent.insert(index, json_copy(op["value"]))
+        elif kind == "replace":
+            parent[index] = json_copy(op["value"])
         elif kind == "remove":
-            del parent[last]
+            del parent[index]
         else:
             raise ValueError(f"unsupported patch operation {kind!r}")
-    return result
+    elif not isinstance(parent, dict):
+        raise KeyError(last)
+    elif kind in ("add", "replace"):
+        if kind == "replace" and last not in parent:
+            raise ValueError(f"{op['path']}: replace of a missing key")
+        parent[last] = json_copy(op["value"])
+    elif kind == "remove":
+        del parent[last]
+    else:
+        raise ValueError(f"unsupported patch operation {kind!r}")
 
 
 class StateView(Mapping[str, Any]):

@@ -28,7 +28,12 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flou_grpc.engine.declaration import TransitionSpec, declaration, validate_tree
+from flou_grpc.engine.declaration import (
+    Declaration,
+    TransitionSpec,
+    declaration,
+    validate_tree,
+)
 from flou_grpc.engine.document import DocWriter, JsonObject, Path, json_copy, json_type, pointer
 from flou_grpc.engine.ltm import (
     LTM,
@@ -224,7 +229,8 @@ class Machine:
             return None
         effects = Effects()
         context = StepContext(instance_id, self.root, writer, append_hook, effects)
-        return Execution(context.bind(path), item.payload, effects)
+        # The code gets its own copy: what it does to its payload stays its own.
+        return Execution(context.bind(path), json_copy(item.payload), effects)
 
     def execute(self, instance_id: str, doc: JsonObject, item: Execute, effects: Effects) -> Step:
         """Applies what a node's code queued, to the latest document, and activates the node.
@@ -243,6 +249,10 @@ class Machine:
             if not isinstance(holder, dict) or (op == "append" and target[-1] not in holder):
                 raise StateKeyNotFoundError(instance_id, item.fqn, pointer(target))
             if op == "append":
+                if not isinstance(holder[target[-1]], list):
+                    raise StateKeyNotListError(
+                        instance_id, item.fqn, pointer(target), json_type(holder[target[-1]])
+                    )
                 writer.append(target, value)
             else:
                 writer.set(target, value)
@@ -391,7 +401,7 @@ class _Firing:
             remaining.difference_update(consumed)
             for key in consumed:
                 self._complete(child_class(decl, key, node[key]), (*path, key))
-            if transition.join_all and not self._joined(children, transition, path, consumed):
+            if transition.join_all and not self._joined(decl, transition, path, consumed):
                 targets = []
             queued = [self._queue(cls, path, target, params) for target, params in targets]
             self.fired.append(
@@ -428,13 +438,14 @@ class _Firing:
 
     def _joined(
         self,
-        children: list[tuple[type[LTM], str]],
+        decl: Declaration,
         transition: TransitionSpec,
         path: Path,
         consumed: list[str],
     ) -> bool:
         """Records the arrivals of a `join: "all"`; True once every source has arrived."""
         node = self.writer.get(path)
+        children = list(child_nodes(decl, node))  # lanes spawned earlier in this step count
         joins = dict(node.get("_joins", {}))
         slot = str(transition.index)
         arrived = [*joins.get(slot, []), *(k for k in consumed if k not in joins.get(slot, []))]
