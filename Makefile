@@ -54,8 +54,9 @@ fmt: $(STAMP) ## format and auto-fix the Python code
 typecheck: $(STAMP) ## mypy --strict on flou_grpc (generated code excluded)
 	$(BIN)/mypy
 
-test: $(STAMP) ## run the test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) ## run the test suite, with branch coverage (engine/ must stay >= 95%)
+	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/coverage report --include='flou_grpc/engine/*' --fail-under=95
 
 run: $(STAMP) ## run the server on 127.0.0.1:50051 (Ctrl-C to stop)
 	$(BIN)/flou-grpc serve
