@@ -29,7 +29,8 @@ def test_readme_example_code_runs_as_shown():
     section = readme.split("## Writing machines", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     shown = re.search(r"```text\n# examples/crawl.py prints:\n(.*?)```", section, re.S)
-    assert code and shown
+    assert code
+    assert shown
     result = subprocess.run(
         [sys.executable, "-c", code.group(1)],
         capture_output=True,

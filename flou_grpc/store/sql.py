@@ -1,0 +1,797 @@
+"""`SqlStore`: the durable store, on SQLAlchemy Core (SQLite and PostgreSQL).
+
+Every public operation is one transaction, a function of a connection that
+`flou_grpc.store.retry` runs again from scratch on a transient error. Writes
+never read, change in Python, then write back:
+- `commit` is a compare-and-set on the revision (and, when fenced, the lease
+  owner): `UPDATE ... WHERE id = :id AND revision = :rev`; only when no row
+  changed does a read find out why (conflict, lease lost, no instance).
+- `append` is one UPDATE of the backend's JSON functions (see
+  `flou_grpc.store.dialects`), guarded to change nothing unless the path holds
+  a list; the event row is inserted in the same transaction (on PostgreSQL
+  by the same statement, so the row lock is held for one round trip).
+- work items get their `seq` from the database (an identity column); an
+  enqueue first locks the instance row, so items become visible in `seq`
+  order per instance.
+
+A retried write could find that its earlier attempt did commit, its answer lost
+with the connection: `create`, `commit` and `append` write a per-call token in
+their event row and look for it before writing again, so a lost answer does
+not apply a step twice. An `enqueue` retried after a lost answer may queue its
+items twice (callers for whom that matters pass request ids).
+
+Opening a store upgrades an empty database to the newest schema
+(`flou_grpc.store.migrations`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Row,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+
+from flou_grpc.engine.document import JsonObject, Path, json_type, pointer
+from flou_grpc.engine.work import from_json, to_json
+from flou_grpc.errors import (
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    RevisionConflictError,
+)
+from flou_grpc.store import migrations
+from flou_grpc.store.base import LeaseLostError
+from flou_grpc.store.dialects import open_engine
+from flou_grpc.store.records import (
+    ErrorRecord,
+    EventRecord,
+    InstanceRecord,
+    RequestRecord,
+    WorkRecord,
+    utcnow,
+)
+from flou_grpc.store.retry import RetryPolicy, run_retrying
+from flou_grpc.store.schema import appends, errors, events, instances, requests, work_items
+
+__all__ = ["SqlStore"]
+
+T = TypeVar("T")
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+_INSTANCE_COLUMNS = (
+    instances.c.id,
+    instances.c.machine,
+    instances.c.revision,
+    instances.c.document,
+    instances.c.create_time,
+    instances.c.update_time,
+)
+
+_APPEND_TRIES = 3
+"""Appends tried within one transaction when the guard failed but a list is there."""
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
+
+
+def _instance(row: AnyRow) -> InstanceRecord:
+    return InstanceRecord(
+        id=row.id,
+        machine=row.machine,
+        revision=row.revision,
+        document=row.document,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _work(row: AnyRow) -> WorkRecord:
+    return WorkRecord(
+        id=row.id,
+        item=from_json(row.item),
+        request_id=row.request_id,
+        expected_revision=row.expected_revision,
+        seq=row.seq,
+    )
+
+
+def _event(row: AnyRow) -> EventRecord:
+    return EventRecord(
+        instance_id=row.instance_id,
+        revision=row.revision,
+        kind=row.kind,
+        item=row.item,
+        patch=row.patch,
+        fired=row.fired,
+        error=row.error,
+        rejection=row.rejection,
+        request_id=row.request_id,
+        create_time=row.create_time,
+    )
+
+
+def _request(row: AnyRow) -> RequestRecord:
+    return RequestRecord(row.request_id, row.fingerprint, row.response)
+
+
+def _error(row: AnyRow) -> ErrorRecord:
+    return ErrorRecord(
+        work_item_id=row.work_item_id,
+        fqn=row.fqn,
+        type=row.type,
+        message=row.message,
+        traceback=row.traceback,
+        attempts=row.attempts,
+        retrying=row.retrying,
+        item=None if row.item is None else from_json(row.item),
+        update_time=row.update_time,
+    )
+
+
+# --- statements -------------------------------------------------------------------------
+# Built once: a call binds parameters only. Parameters of UPDATE and DELETE
+# statements are named b_* (SQLAlchemy reserves column names there).
+
+_SELECT_INSTANCE = select(*_INSTANCE_COLUMNS).where(instances.c.id == bindparam("id"))
+_SELECT_INSTANCE_ROW = select(*_INSTANCE_COLUMNS, instances.c.lease_owner).where(
+    instances.c.id == bindparam("id")
+)
+_SELECT_DOCUMENT = select(instances.c.document).where(instances.c.id == bindparam("id"))
+_INSTANCE_EXISTS = select(exists().where(instances.c.id == bindparam("id")))
+_LIST_INSTANCES = select(*_INSTANCE_COLUMNS).order_by(
+    instances.c.create_time.desc(), instances.c.id.desc()
+)
+_LIST_MACHINE = _LIST_INSTANCES.where(instances.c.machine == bindparam("machine"))
+
+_COMMIT = (
+    update(instances)
+    .where(instances.c.id == bindparam("b_id"), instances.c.revision == bindparam("b_revision"))
+    .values(
+        revision=bindparam("b_next"),
+        document=bindparam("b_document"),
+        update_time=bindparam("b_now"),
+    )
+    .returning(instances.c.machine, instances.c.create_time)
+)
+_COMMIT_FENCED = _COMMIT.where(instances.c.lease_owner == bindparam("b_owner"))
+
+_INSERT_EVENT = insert(events)
+_EVENT_OF_CALL = select(events.c.revision).where(
+    events.c.instance_id == bindparam("id"), events.c.txn == bindparam("txn")
+)
+_SELECT_EVENTS = (
+    select(events)
+    .where(events.c.instance_id == bindparam("id"), events.c.revision >= bindparam("start"))
+    .order_by(events.c.revision)
+)
+_OLDEST_EVENT = select(func.min(events.c.revision)).where(events.c.instance_id == bindparam("id"))
+
+_INSERT_WORK = insert(work_items).returning(work_items.c.seq, sort_by_parameter_order=True)
+_SELECT_PENDING = (
+    select(work_items)
+    .where(work_items.c.instance_id == bindparam("id"))
+    .order_by(work_items.c.seq)
+)
+_DELETE_WORK = delete(work_items).where(
+    work_items.c.instance_id == bindparam("b_id"), work_items.c.id == bindparam("b_work_id")
+)
+
+_SELECT_ERRORS = (
+    select(errors)
+    .where(errors.c.instance_id == bindparam("id"))
+    .order_by(errors.c.create_time, errors.c.work_item_id)
+)
+_DELETE_ERROR = delete(errors).where(
+    errors.c.instance_id == bindparam("b_id"), errors.c.work_item_id == bindparam("b_work_id")
+)
+
+_SELECT_REQUEST = select(requests).where(requests.c.request_id == bindparam("id"))
+
+_SELECT_APPEND = select(appends.c.result, appends.c.revision).where(
+    appends.c.key == bindparam("key")
+)
+_FILL_APPEND = (
+    update(appends)
+    .where(appends.c.key == bindparam("b_key"))
+    .values(revision=bindparam("b_revision"), result=bindparam("b_result"))
+)
+
+_CLAIMABLE = (
+    select(instances.c.id)
+    .where(
+        exists().where(work_items.c.instance_id == instances.c.id),
+        or_(
+            instances.c.lease_owner == "",
+            instances.c.lease_owner == bindparam("owner"),
+            instances.c.lease_expiry <= bindparam("now"),
+        ),
+    )
+    .order_by(
+        select(func.min(work_items.c.seq))
+        .where(work_items.c.instance_id == instances.c.id)
+        .scalar_subquery(),
+        instances.c.id,
+    )
+    .limit(bindparam("limit", type_=Integer))
+)
+_LEASE = (
+    update(instances)
+    .where(instances.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(lease_owner=bindparam("b_owner"), lease_expiry=bindparam("b_expiry"))
+)
+_RELEASE = (
+    update(instances)
+    .where(instances.c.id == bindparam("b_id"), instances.c.lease_owner == bindparam("b_owner"))
+    .values(lease_owner="", lease_expiry=None)
+)
+
+_ERROR_COLUMNS = ("fqn", "type", "message", "traceback", "attempts", "retrying", "item")
+
+
+class SqlStore:
+    """The `Store` on a SQLite file or a PostgreSQL database; thread-safe (one connection pool).
+
+    Args:
+        url: A SQLAlchemy URL: `sqlite:///path/to/file.db`, or
+            `postgresql+psycopg://user@host/db` (`postgresql://` means psycopg too).
+        retry: How long transient errors are retried (default: 30 s, jittered
+            exponential backoff from 10 ms to 1 s).
+        busy_timeout: SQLite: seconds to wait for the write lock before
+            "database is locked" (itself then retried).
+        synchronous: SQLite: the `synchronous` pragma. FULL (default): a
+            commit is on disk when it returns; NORMAL survives a crash of the
+            process, not of the machine.
+        pool_size: Connections kept open (up to twice as many more under load).
+        upgrade: Upgrade an empty database to the newest schema on open.
+        echo: Log every SQL statement.
+
+    Raises:
+        ValueError: The URL names no database the store speaks.
+        SchemaVersionError: The database's schema is at another revision.
+        StoreUnavailableError: The database cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        retry: RetryPolicy | None = None,
+        busy_timeout: float = 5.0,
+        synchronous: str = "FULL",
+        pool_size: int = 8,
+        upgrade: bool = True,
+        echo: bool = False,
+    ) -> None:
+        self._engine, self._dialect = open_engine(
+            url,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            pool_size=pool_size,
+            max_overflow=2 * pool_size,
+            echo=echo,
+        )
+        self._policy = retry or RetryPolicy()
+        dialect = self._dialect
+        self._lock_instance_row = dialect.lock(_SELECT_INSTANCE_ROW)
+        self._create_instance = dialect.insert_ignore(instances, ["id"]).returning(instances.c.id)
+        self._claim_key = dialect.insert_ignore(appends, ["key"]).returning(appends.c.key)
+        self._put_request = dialect.insert_ignore(requests, ["request_id"])
+        self._put_error = dialect.upsert(
+            errors, ["instance_id", "work_item_id"], (*_ERROR_COLUMNS, "update_time")
+        )
+        self._claimable = dialect.lock_skipping(_CLAIMABLE)
+        try:
+            run_retrying(
+                "open",
+                lambda _: migrations.prepare(self._engine, dialect, upgrade_empty=upgrade),
+                dialect.is_transient,
+                self._policy,
+            )
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for operator tools and tests; the store owns it)."""
+        return self._engine
+
+    @property
+    def backend(self) -> str:
+        """The database's dialect name: sqlite or postgresql."""
+        return self._dialect.name
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._engine.url!r})"
+
+    # --- transactions -------------------------------------------------------------------
+
+    def _run(
+        self, operation: str, body: Callable[[Connection, int], T], *, write: bool = True
+    ) -> T:
+        """Runs `body(connection, attempt)` in one transaction, retried whole when transient."""
+
+        def attempt(number: int) -> T:
+            if not write:
+                with self._engine.connect() as conn:
+                    conn.execution_options(flou_write=False)
+                    with conn.begin():
+                        return body(conn, number)
+            with self._dialect.writing(), self._engine.connect() as conn, conn.begin():
+                return body(conn, number)
+
+        return run_retrying(operation, attempt, self._dialect.is_transient, self._policy)
+
+    def _lock_instance(self, conn: Connection, instance_id: str) -> AnyRow | None:
+        """The instance's row (revision, owner, ...), locked until the transaction ends."""
+        return conn.execute(self._lock_instance_row, {"id": instance_id}).first()
+
+    @staticmethod
+    def _committed(conn: Connection, instance_id: str, token: str) -> int | None:
+        """The revision of the event an earlier attempt of this call committed, if it did."""
+        return conn.execute(_EVENT_OF_CALL, {"id": instance_id, "txn": token}).scalar()
+
+    @staticmethod
+    def _event_row(event: EventRecord, token: str) -> dict[str, Any]:
+        """The columns of an event's row, but its instance_id and revision."""
+        return {
+            "kind": event.kind,
+            "item": event.item,
+            "patch": event.patch,
+            "fired": event.fired,
+            "error": event.error,
+            "rejection": event.rejection,
+            "request_id": event.request_id,
+            "create_time": event.create_time,
+            "txn": token,
+        }
+
+    def _insert_event(
+        self, conn: Connection, event: EventRecord, instance_id: str, revision: int, token: str
+    ) -> None:
+        row = self._event_row(event, token)
+        conn.execute(_INSERT_EVENT, {**row, "instance_id": instance_id, "revision": revision})
+
+    @staticmethod
+    def _insert_work(
+        conn: Connection, instance_id: str, work: Sequence[WorkRecord]
+    ) -> list[WorkRecord]:
+        if not work:
+            return []
+        rows = [
+            {
+                "instance_id": instance_id,
+                "id": record.id,
+                "item": to_json(record.item),
+                "request_id": record.request_id,
+                "expected_revision": record.expected_revision,
+            }
+            for record in work
+        ]
+        seqs = conn.execute(_INSERT_WORK, rows).scalars().all()
+        return [replace(record, seq=seq) for record, seq in zip(work, seqs, strict=True)]
+
+    @staticmethod
+    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> None:
+        conn.execute(_DELETE_WORK, {"b_id": instance_id, "b_work_id": work_item_id})
+
+    # --- instances ----------------------------------------------------------------------
+
+    def create(
+        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+    ) -> InstanceRecord:
+        """Stores a new instance at revision 1, its start event (revision 1) and first work.
+
+        Raises:
+            InstanceAlreadyExistsError: The id is taken.
+        """
+        record = replace(instance, revision=1)
+        token = _token()
+        row = {
+            "id": record.id,
+            "machine": record.machine,
+            "revision": 1,
+            "document": record.document,
+            "create_time": record.create_time,
+            "update_time": record.update_time,
+        }
+
+        def body(conn: Connection, attempt: int) -> InstanceRecord:
+            if conn.execute(self._create_instance, row).first() is None:
+                if attempt > 1 and self._committed(conn, record.id, token) is not None:
+                    return record
+                raise InstanceAlreadyExistsError(record.id)
+            self._insert_event(conn, event, record.id, 1, token)
+            self._insert_work(conn, record.id, work)
+            return record
+
+        return self._run("create", body)
+
+    def instance(self, instance_id: str) -> InstanceRecord:
+        """The instance at its current revision.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+
+        def body(conn: Connection, attempt: int) -> InstanceRecord:
+            row = conn.execute(_SELECT_INSTANCE, {"id": instance_id}).first()
+            if row is None:
+                raise InstanceNotFoundError(instance_id)
+            return _instance(row)
+
+        return self._run("instance", body, write=False)
+
+    def instances(self, machine: str = "") -> list[InstanceRecord]:
+        """Every instance (of one machine, if given), newest first (create_time, then id)."""
+
+        def body(conn: Connection, attempt: int) -> list[InstanceRecord]:
+            if machine:
+                rows = conn.execute(_LIST_MACHINE, {"machine": machine})
+            else:
+                rows = conn.execute(_LIST_INSTANCES)
+            return [_instance(row) for row in rows]
+
+        return self._run("instances", body, write=False)
+
+    # --- mailboxes ----------------------------------------------------------------------
+
+    def enqueue(self, instance_id: str, work: Sequence[WorkRecord]) -> list[WorkRecord]:
+        """Appends work at the end of the mailbox; returns it with `seq` assigned.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+
+        def body(conn: Connection, attempt: int) -> list[WorkRecord]:
+            # The row lock orders concurrent enqueues: seq order is commit order.
+            if self._lock_instance(conn, instance_id) is None:
+                raise InstanceNotFoundError(instance_id)
+            return self._insert_work(conn, instance_id, work)
+
+        return self._run("enqueue", body)
+
+    def pending(self, instance_id: str) -> list[WorkRecord]:
+        """The mailbox, in `seq` order (empty for an unknown instance)."""
+
+        def body(conn: Connection, attempt: int) -> list[WorkRecord]:
+            return [_work(row) for row in conn.execute(_SELECT_PENDING, {"id": instance_id})]
+
+        return self._run("pending", body, write=False)
+
+    def discard(self, instance_id: str, work_item_id: str) -> None:
+        """Removes a work item that needs no step (its node is no longer queued)."""
+
+        def body(conn: Connection, attempt: int) -> None:
+            self._remove_work(conn, instance_id, work_item_id)
+
+        self._run("discard", body)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def commit(
+        self,
+        instance_id: str,
+        revision: int,
+        document: JsonObject,
+        event: EventRecord,
+        done: str | None,
+        work: Sequence[WorkRecord] = (),
+        owner: str = "",
+    ) -> InstanceRecord:
+        """Commits one step: the document at `revision + 1`, its event, the done item, new work.
+
+        The event's `instance_id` and `revision` are set by the store. `done`
+        (a work item id) leaves the mailbox; `work` joins its end.
+
+        Raises:
+            RevisionConflictError: The instance is no longer at `revision`.
+            LeaseLostError: `owner` is given and no longer holds the lease.
+            InstanceNotFoundError: No instance has that id.
+        """
+        now = utcnow()
+        token = _token()
+        statement = _COMMIT_FENCED if owner else _COMMIT
+        params = {
+            "b_id": instance_id,
+            "b_revision": revision,
+            "b_next": revision + 1,
+            "b_document": document,
+            "b_now": now,
+            "b_owner": owner,
+        }
+
+        def record(machine: str, create_time: datetime) -> InstanceRecord:
+            return InstanceRecord(
+                instance_id, machine, revision + 1, document, create_time, update_time=now
+            )
+
+        def body(conn: Connection, attempt: int) -> InstanceRecord:
+            if attempt > 1:
+                current = self._lock_instance(conn, instance_id)
+                if current is not None and self._committed(conn, instance_id, token) is not None:
+                    return record(current.machine, current.create_time)
+            row = conn.execute(statement, params).first()
+            if row is None:
+                raise self._commit_failure(conn, instance_id, revision, owner)
+            self._insert_event(conn, event, instance_id, revision + 1, token)
+            if done is not None:
+                self._remove_work(conn, instance_id, done)
+            self._insert_work(conn, instance_id, work)
+            return record(row.machine, row.create_time)
+
+        return self._run("commit", body)
+
+    def _commit_failure(
+        self, conn: Connection, instance_id: str, revision: int, owner: str
+    ) -> Exception:
+        """Why a compare-and-set changed no row."""
+        current = self._lock_instance(conn, instance_id)
+        if current is None:
+            return InstanceNotFoundError(instance_id)
+        if owner and current.lease_owner != owner:
+            return LeaseLostError(instance_id, owner)
+        return RevisionConflictError(instance_id, revision, current.revision)
+
+    def append(
+        self,
+        instance_id: str,
+        path: Path,
+        value: Any,
+        event: EventRecord,
+        dedup: str = "",
+    ) -> tuple[list[Any], int]:
+        """Appends `value` to the list at `path` (document keys) as one atomic step.
+
+        One UPDATE statement appends and increments the revision; the event
+        (its patch set here) is inserted in the same transaction (on
+        PostgreSQL, by the same statement). With
+        `dedup`, the key is claimed first: a second append with the same key
+        waits for the first one's transaction, then answers its result.
+
+        Returns:
+            The whole list after the append, appends of others included, and
+            the revision the append created.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+            KeyError: Nothing is at `path`.
+            TypeError: What is at `path` is not a list; the message is its JSON type.
+        """
+        now = utcnow()
+        token = _token()
+        patch: list[JsonObject] = [{"op": "add", "path": pointer(path) + "/-", "value": value}]
+        event_row = self._event_row(replace(event, patch=patch), token)
+
+        def body(conn: Connection, attempt: int) -> tuple[list[Any], int]:
+            if dedup:
+                first = self._claim_append_key(conn, instance_id, dedup, now)
+                if first is not None:
+                    return first
+            if attempt > 1 and self._lock_instance(conn, instance_id) is not None:
+                # An earlier attempt committed, its answer lost: the list as it is now.
+                revision = self._committed(conn, instance_id, token)
+                if revision is not None:
+                    return self._list_at(conn, instance_id, path), revision
+            for _ in range(_APPEND_TRIES):
+                appended = self._dialect.append(conn, instance_id, path, value, now, event_row)
+                if appended is not None:
+                    break
+                # Raises unless a list got there between the two statements.
+                self._list_at(conn, instance_id, path)
+            else:
+                raise RuntimeError(
+                    f"the {self.backend} append found no list at {pointer(path)!r} of "
+                    f"instance {instance_id!r}, but a read finds one"
+                )
+            revision, items = appended
+            if dedup:
+                conn.execute(
+                    _FILL_APPEND, {"b_key": dedup, "b_revision": revision, "b_result": items}
+                )
+            return items, revision
+
+        return self._run("append", body)
+
+    def _claim_append_key(
+        self, conn: Connection, instance_id: str, key: str, now: datetime
+    ) -> tuple[list[Any], int] | None:
+        """Takes a dedup key for this transaction; if it was taken, the first answer."""
+        try:
+            claimed = conn.execute(
+                self._claim_key, {"key": key, "instance_id": instance_id, "create_time": now}
+            ).first()
+        except IntegrityError:  # the foreign key: no such instance
+            raise InstanceNotFoundError(instance_id) from None
+        if claimed is not None:
+            return None
+        row = conn.execute(_SELECT_APPEND, {"key": key}).one()
+        return row.result, row.revision
+
+    @staticmethod
+    def _list_at(conn: Connection, instance_id: str, path: Path) -> list[Any]:
+        """The list at `path` of the instance's document, read.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+            KeyError: Nothing is at `path` (a key on the way is missing, or not an object).
+            TypeError: What is at `path` is not a list; the message is its JSON type.
+        """
+        document = conn.execute(_SELECT_DOCUMENT, {"id": instance_id}).scalar()
+        if document is None:
+            raise InstanceNotFoundError(instance_id)
+        value: Any = document
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                raise KeyError(pointer(path))
+            value = value[key]
+        if not isinstance(value, list):
+            raise TypeError(json_type(value))
+        return value
+
+    # --- history ------------------------------------------------------------------------
+
+    def events(
+        self, instance_id: str, from_revision: int = 1, limit: int = 0
+    ) -> list[EventRecord]:
+        """Events from `from_revision` on, in revision order, at most `limit` (0: all).
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        query = _SELECT_EVENTS.limit(limit) if limit > 0 else _SELECT_EVENTS
+        params = {"id": instance_id, "start": from_revision}
+
+        def body(conn: Connection, attempt: int) -> list[EventRecord]:
+            found = [_event(row) for row in conn.execute(query, params)]
+            if not found and not conn.execute(_INSTANCE_EXISTS, {"id": instance_id}).scalar():
+                raise InstanceNotFoundError(instance_id)
+            return found
+
+        return self._run("events", body, write=False)
+
+    def oldest_revision(self, instance_id: str) -> int:
+        """The oldest revision whose event is still kept.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+
+        def body(conn: Connection, attempt: int) -> int:
+            oldest = conn.execute(_OLDEST_EVENT, {"id": instance_id}).scalar()
+            if oldest is None:
+                raise InstanceNotFoundError(instance_id)
+            return int(oldest)
+
+        return self._run("oldest_revision", body, write=False)
+
+    # --- failures -----------------------------------------------------------------------
+
+    def errors(self, instance_id: str) -> list[ErrorRecord]:
+        """The recorded failures of the instance's work items, first recorded first."""
+
+        def body(conn: Connection, attempt: int) -> list[ErrorRecord]:
+            return [_error(row) for row in conn.execute(_SELECT_ERRORS, {"id": instance_id})]
+
+        return self._run("errors", body, write=False)
+
+    def put_error(self, instance_id: str, error: ErrorRecord) -> None:
+        """Records, or replaces, the failures of one work item.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        row = {
+            "instance_id": instance_id,
+            "work_item_id": error.work_item_id,
+            "fqn": error.fqn,
+            "type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "attempts": error.attempts,
+            "retrying": error.retrying,
+            "item": None if error.item is None else to_json(error.item),
+            "create_time": error.update_time,
+            "update_time": error.update_time,
+        }
+
+        def body(conn: Connection, attempt: int) -> None:
+            try:
+                conn.execute(self._put_error, row)
+            except IntegrityError:  # the foreign key: no such instance
+                raise InstanceNotFoundError(instance_id) from None
+
+        self._run("put_error", body)
+
+    def clear_error(self, instance_id: str, work_item_id: str) -> None:
+        """Forgets the failures of one work item."""
+
+        def body(conn: Connection, attempt: int) -> None:
+            conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": work_item_id})
+
+        self._run("clear_error", body)
+
+    # --- idempotency --------------------------------------------------------------------
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        """The stored first answer to a request id, if any."""
+
+        def body(conn: Connection, attempt: int) -> RequestRecord | None:
+            row = conn.execute(_SELECT_REQUEST, {"id": request_id}).first()
+            return None if row is None else _request(row)
+
+        return self._run("request", body, write=False)
+
+    def put_request(self, record: RequestRecord) -> RequestRecord:
+        """Stores the first answer to a request id; returns the record kept (the first)."""
+        row = {
+            "request_id": record.request_id,
+            "fingerprint": record.fingerprint,
+            "response": record.response,
+            "create_time": utcnow(),
+        }
+
+        def body(conn: Connection, attempt: int) -> RequestRecord:
+            conn.execute(self._put_request, row)
+            return _request(conn.execute(_SELECT_REQUEST, {"id": record.request_id}).one())
+
+        return self._run("put_request", body)
+
+    # --- leases -------------------------------------------------------------------------
+
+    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        """Leases up to `limit` instances with pending work that nobody else holds.
+
+        An instance is free when it has no lease, its lease expired, or
+        `owner` holds it already (the lease is then renewed). Oldest pending
+        work first; on PostgreSQL, rows other claimers hold are skipped
+        (`FOR UPDATE SKIP LOCKED`), never waited for.
+
+        Raises:
+            ValueError: `owner` is empty.
+        """
+        if not owner:
+            raise ValueError("claim needs an owner")
+        if limit <= 0:
+            return []
+
+        def body(conn: Connection, attempt: int) -> list[str]:
+            now = utcnow()
+            params = {"owner": owner, "now": now, "limit": limit}
+            ids = list(conn.execute(self._claimable, params).scalars())
+            if ids:
+                expiry = now + timedelta(seconds=lease_seconds)
+                conn.execute(_LEASE, {"b_ids": ids, "b_owner": owner, "b_expiry": expiry})
+            return ids
+
+        return self._run("claim", body)
+
+    def release(self, owner: str, instance_id: str) -> None:
+        """Gives up a lease `owner` holds (no-op otherwise)."""
+
+        def body(conn: Connection, attempt: int) -> None:
+            conn.execute(_RELEASE, {"b_id": instance_id, "b_owner": owner})
+
+        self._run("release", body)
+
+    def close(self) -> None:
+        """Closes every pooled connection."""
+        self._engine.dispose()
