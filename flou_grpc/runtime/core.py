@@ -30,6 +30,7 @@ import os
 import random
 import re
 import socket
+import threading
 import traceback
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -115,9 +116,9 @@ class AsyncRuntime:
     """Hosts instances of registered machines; use it inside one asyncio loop.
 
     Args:
-        database_url: Where instances are kept: `memory://` (this process's
-            memory, nothing kept), or a SQLAlchemy URL of SQLite or PostgreSQL
-            once the durable store is installed. None: `memory://`.
+        database_url: Where instances are kept: `sqlite:///file.db`,
+            `postgresql+psycopg://user@host/db`, or `memory://` (nothing kept).
+            None: `FLOU_DATABASE_URL`, else the embedded `sqlite:///flou.db`.
         machines: Root LTM classes to register.
         registry: A registry to use (the machines are added to it).
         store: A store to use instead of opening `database_url`.
@@ -158,6 +159,8 @@ class AsyncRuntime:
         self._inflight: dict[str, tuple[str, asyncio.Future[JsonObject]]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._calls = 0
+        self._calls_lock = threading.Lock()
         self._closed = False
 
     async def __aenter__(self) -> AsyncRuntime:
@@ -176,11 +179,27 @@ class AsyncRuntime:
         await asyncio.gather(*tasks, return_exceptions=True)
         for future in self._waiters.values():
             future.cancel()
+        for _ in range(500):  # store calls of cancelled tasks finish in their threads
+            if not self._calls:
+                break
+            await asyncio.sleep(0.01)
         self.store.close()
 
     async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs a store operation in a thread, so the loop never blocks on I/O."""
-        return await asyncio.to_thread(call, *args, **kwargs)
+
+        def counted() -> T:
+            # Counted in the thread itself: cancelling the awaiting task does not stop it,
+            # and `close` must not close the store under a call still running.
+            with self._calls_lock:
+                self._calls += 1
+            try:
+                return call(*args, **kwargs)
+            finally:
+                with self._calls_lock:
+                    self._calls -= 1
+
+        return await asyncio.to_thread(counted)
 
     # --- mutations ------------------------------------------------------------------------
 
@@ -765,41 +784,56 @@ class AsyncRuntime:
         if len(request_id) > 128:
             raise InvalidFieldError.of("request_id", "at most 128 characters")
         fingerprint = _fingerprint(*body)
-        stored = await self._db(self.store.request, request_id)
         inflight = self._inflight.get(request_id)
-        if stored is not None or inflight is not None:
-            first = stored.fingerprint if stored is not None else inflight[0]  # type: ignore[index]
-            if first != fingerprint:
+        if inflight is not None:  # a duplicate of a call still running here: share its answer
+            if inflight[0] != fingerprint:
                 raise RequestIdReusedError(request_id)
-            if stored is not None:
-                response = stored.response
-            else:
-                assert inflight is not None
-                response = await asyncio.shield(inflight[1])
-            if "error" in response:
-                error = response["error"]
-                raise FlouError.from_info(error["reason"], error["message"], error["metadata"])
-            return await replay(response)
+            return await self._answer(await asyncio.shield(inflight[1]), replay)
+        # Registered before any await, so that a concurrent duplicate finds it.
         future: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
         self._inflight[request_id] = (fingerprint, future)
         try:
-            response, result = await compute()
-        except FlouError as exc:
-            future.set_result({"error": exc.to_info()})
-            await self._db(
-                self.store.put_request,
-                RequestRecord(request_id, fingerprint, {"error": exc.to_info()}),
-            )
-            raise
+            stored = await self._db(self.store.request, request_id)
+            if stored is not None:
+                response = (
+                    stored.response
+                    if stored.fingerprint == fingerprint
+                    else {"error": RequestIdReusedError(request_id).to_info()}
+                )
+            else:
+                try:
+                    response, result = await compute()
+                except FlouError as exc:
+                    response = {"error": exc.to_info()}
+                    await self._db(
+                        self.store.put_request, RequestRecord(request_id, fingerprint, response)
+                    )
+                    raise
+                await self._db(
+                    self.store.put_request, RequestRecord(request_id, fingerprint, response)
+                )
+                future.set_result(response)
+                return result
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: duplicates waiting on it get it too
+            if not future.done():
+                if isinstance(exc, FlouError):
+                    future.set_result({"error": exc.to_info()})
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: duplicates waiting on it get it too
             raise
         finally:
             del self._inflight[request_id]
         future.set_result(response)
-        await self._db(self.store.put_request, RequestRecord(request_id, fingerprint, response))
-        return result
+        return await self._answer(response, replay)
+
+    @staticmethod
+    async def _answer(response: JsonObject, replay: Callable[[JsonObject], Awaitable[T]]) -> T:
+        """The answer to a repeated request: the first error again, or `replay`'s."""
+        if "error" in response:
+            error = response["error"]
+            raise FlouError.from_info(error["reason"], error["message"], error["metadata"])
+        return await replay(response)
 
     # --- views ----------------------------------------------------------------------------------
 

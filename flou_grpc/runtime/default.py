@@ -8,14 +8,13 @@ default), registering the class if needed, and returns the instance's id.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 
 from flou_grpc.engine.document import JsonObject
 from flou_grpc.engine.ltm import LTM
 from flou_grpc.runtime.embedded import Runtime
 
-__all__ = ["default_runtime", "start_on_default"]
+__all__ = ["close_default_runtime", "default_runtime", "start_on_default"]
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
@@ -26,9 +25,18 @@ def default_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = Runtime(os.environ.get("FLOU_DATABASE_URL") or None)
+            _runtime = Runtime(None)  # FLOU_DATABASE_URL, else the embedded SQLite file
             atexit.register(_runtime.close)
         return _runtime
+
+
+def close_default_runtime() -> None:
+    """Closes the default Runtime; the next `LTM.start()` builds a new one."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.close()
+            _runtime = None
 
 
 def start_on_default(cls: type[LTM], payload: JsonObject) -> str:

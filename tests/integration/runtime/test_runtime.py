@@ -24,6 +24,7 @@ from flou_grpc.errors import (
     TransitionNotAllowedError,
 )
 from flou_grpc.runtime import EventKind, Instance, InstanceStatus, default_runtime
+from flou_grpc.runtime.default import close_default_runtime
 
 
 class Idle(LTM):
@@ -108,9 +109,11 @@ class AsyncMachine(LTM):
 
 
 @pytest.fixture
-def runtime():
+def runtime(database_url):
     with Runtime(
-        machines=[Door, RetryingMachine, Napping, AsyncMachine], retry_delay=0.01
+        database_url,
+        machines=[Door, RetryingMachine, Napping, AsyncMachine],
+        retry_delay=0.01,
     ) as opened:
         yield opened
 
@@ -254,8 +257,8 @@ def test_request_id_makes_mutations_idempotent(runtime):
     assert runtime.get(first.id).state["log"] == ["x"]
 
 
-async def test_concurrent_duplicates_of_one_request_take_effect_once():
-    async with AsyncRuntime(machines=[Door]) as runtime:
+async def test_concurrent_duplicates_of_one_request_take_effect_once(database_url):
+    async with AsyncRuntime(database_url, machines=[Door]) as runtime:
         door = await runtime.start("door", wait=WaitMode.SETTLED)
         results = await asyncio.gather(
             *(runtime.atomic_append(door.id, "log", 1, request_id="same") for _ in range(10))
@@ -356,16 +359,35 @@ def test_unknown_names_fail_clearly(runtime):
         runtime.start("door", instance_id="order-1")
 
 
-def test_only_the_memory_store_exists_yet():
-    with pytest.raises(ValueError, match="only the in-memory store"):
-        Runtime("postgresql://localhost/db")
+def test_an_unknown_database_url_is_refused():
+    with pytest.raises(ValueError, match="use memory://, sqlite:///path"):
+        Runtime("mysql://localhost/db")
 
 
-def test_ltm_start_uses_the_default_runtime():
-    instance_id = Door().start(job="x")
-    instance = default_runtime().settle(instance_id)
+def test_ltm_start_uses_the_default_runtime_configured_from_the_environment(tmp_path, monkeypatch):
+    database = tmp_path / "default.db"
+    monkeypatch.setenv("FLOU_DATABASE_URL", f"sqlite:///{database}")
+    close_default_runtime()
+    try:
+        instance_id = Door().start(job="x")
+        instance = default_runtime().settle(instance_id)
+    finally:
+        close_default_runtime()
     assert instance.machine == "door"
     assert instance.active_states == ("door", "door.idle")
+    assert database.exists()
+
+
+def test_instances_survive_a_restart_of_the_runtime(sqlite_url):
+    with Runtime(sqlite_url, machines=[Door]) as first:
+        door = first.start("door", wait=WaitMode.SETTLED)
+        first.transition(door.id, "work", {"job": "kept"}, wait=WaitMode.SETTLED)
+    with Runtime(sqlite_url, machines=[Door]) as second:
+        again = second.get(door.id)
+        assert again.state["jobs"] == ["kept"]
+        assert [e.revision for e in second.history(door.id)] == list(range(1, again.revision + 1))
+        second.transition(door.id, "work", {"job": "more"}, wait=WaitMode.SETTLED)
+        assert second.get(door.id).state["jobs"] == ["kept", "more"]
 
 
 def test_registry_imports_a_module_and_registers_its_roots(tmp_path, monkeypatch):

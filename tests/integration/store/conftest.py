@@ -22,105 +22,17 @@ where they fail.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 
 from flou_grpc.store.memory import MemoryStore
 from flou_grpc.store.retry import RetryPolicy
 from flou_grpc.store.sql import SqlStore
+from tests.databases import TABLES
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TABLES = (
-    "flou_appends",
-    "flou_requests",
-    "flou_errors",
-    "flou_events",
-    "flou_work_items",
-    "flou_instances",
-)
 TEST_RETRY = RetryPolicy(deadline=10.0)
-
-
-def _libpq(url: str) -> str:
-    """A SQLAlchemy URL as psycopg takes it."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """The URL of the server's maintenance database; skips (fails under CI) if unreachable."""
-    url = os.environ.get("FLOU_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    try:
-        psycopg.connect(_libpq(url), connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {url} is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at {url} is unreachable: {exc}")
-    return url
-
-
-@pytest.fixture(scope="session")
-def new_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
-    """Creates uniquely named databases on demand; drops them all at the end."""
-    created: list[str] = []
-
-    def create() -> str:
-        name = f"flou_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(_libpq(postgres_server), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
-                    sql.Identifier(name)
-                )
-            )
-        created.append(name)
-        return _with_database(postgres_server, name)
-
-    yield create
-    with psycopg.connect(_libpq(postgres_server), autocommit=True) as conn:
-        for name in created:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-@pytest.fixture(scope="session")
-def postgres_session_url(new_postgres_database: Callable[[], str]) -> str:
-    """The database the postgres `store` cases share, migrated once."""
-    url = new_postgres_database()
-    SqlStore(url).close()
-    return url
-
-
-@pytest.fixture
-def postgres_url(postgres_session_url: str) -> Iterator[str]:
-    """The shared database, emptied after the test."""
-    yield postgres_session_url
-    with psycopg.connect(_libpq(postgres_session_url)) as conn:  # one transaction
-        for table in TABLES:  # DELETE: faster than TRUNCATE on small tables
-            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
-
-
-@pytest.fixture
-def postgres_database(new_postgres_database: Callable[[], str]) -> str:
-    """A new, empty database of this test's own."""
-    return new_postgres_database()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'flou.db'}"
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
