@@ -1,9 +1,10 @@
 """The `flou-grpc` command.
 
 `flou-grpc serve` runs the server, configured by environment variables (see
-`flou_grpc.config`) that its options override. The client commands (start,
-transition, update, append, watch, get, list, describe) join it with the
-service.
+`flou_grpc.config`) that its options override; `flou-grpc db upgrade` brings
+a database's schema to this version's (servers and runtimes also upgrade an
+empty database themselves). The client commands (start, transition, update,
+append, watch, get, list, describe) join them with the service.
 """
 
 from __future__ import annotations
@@ -38,13 +39,41 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default INFO)",
     )
+    db = commands.add_parser(
+        "db", help="manage the database", description="Manage the store's database."
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="upgrade the schema to this version's",
+        description="Apply the schema migrations this version needs (safe to run again).",
+    )
+    upgrade.add_argument(
+        "--database-url",
+        help="sqlite:///file.db or postgresql+psycopg://user@host/db "
+        "(env FLOU_DATABASE_URL; default sqlite:///flou.db)",
+    )
     return parser
+
+
+def _db_upgrade(database_url: str | None) -> None:
+    from flou_grpc.runtime.stores import database_url as resolve
+    from flou_grpc.store.migrations import head, upgrade
+
+    url = resolve(database_url)
+    if url == "memory://":
+        raise SystemExit("flou-grpc db upgrade: memory:// has no schema to upgrade")
+    upgrade(url)
+    print(f"{url.split('@')[-1]}: schema at revision {head()}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Runs the command line; exits 2 on a usage or configuration error."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "db":
+        _db_upgrade(args.database_url)
+        return
     try:
         settings = Settings.from_env()
     except ValueError as exc:
