@@ -51,6 +51,8 @@ contract tests check that they agree.
 
 from __future__ import annotations
 
+import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -126,7 +128,8 @@ class FlouError(Exception):
         """Rebuilds an error from what its ErrorInfo carries (a stored first answer).
 
         The result has the class of `reason` (InternalError for an unknown one),
-        its message and metadata; attributes not in the metadata keep defaults.
+        its message and metadata, and the attributes its metadata holds (typed
+        as the class's constructor declares them).
         """
         found: type[FlouError] = InternalError
         pending: list[type[FlouError]] = [FlouError]
@@ -138,6 +141,22 @@ class FlouError(Exception):
             pending += cls.__subclasses__()
         error = found.__new__(found)
         FlouError.__init__(error, message, metadata)
+        hints = (
+            typing.get_type_hints(found.__init__)
+            if found.__init__ is not FlouError.__init__
+            else {}
+        )
+        for key, value in metadata.items():
+            attribute = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+            kind = hints.get(attribute)
+            if kind is int:
+                setattr(error, attribute, int(value))
+            elif kind is bool:
+                setattr(error, attribute, value == "true")
+            elif kind is not None and typing.get_origin(kind) is Sequence:
+                setattr(error, attribute, tuple(value.split(",")) if value else ())
+            elif kind is str:
+                setattr(error, attribute, value)
         return error
 
     def to_info(self) -> dict[str, object]:

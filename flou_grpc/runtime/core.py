@@ -64,7 +64,13 @@ from flou_grpc.runtime.model import (
     WaitMode,
 )
 from flou_grpc.runtime.stores import open_store
-from flou_grpc.store.base import LeaseLostError, Store
+from flou_grpc.store.base import (
+    EVENTS_CHANNEL,
+    RECONNECTED,
+    WORK_CHANNEL,
+    LeaseLostError,
+    Store,
+)
 from flou_grpc.store.records import (
     ErrorRecord,
     EventRecord,
@@ -128,7 +134,8 @@ class AsyncRuntime:
             without renewal (renewed every `poll_interval`).
         max_workers: How many instances this runtime works on at once.
         poll_interval: How often, in seconds, to look for work committed by
-            other runtimes sharing the database (and renew leases).
+            other runtimes sharing the database, and to renew leases. None: 5 s
+            where the store notifies changes (PostgreSQL LISTEN/NOTIFY), else 1 s.
     """
 
     def __init__(
@@ -142,7 +149,7 @@ class AsyncRuntime:
         max_retry_delay: float = 10.0,
         lease_seconds: float = 30.0,
         max_workers: int = 64,
-        poll_interval: float = 1.0,
+        poll_interval: float | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
@@ -150,7 +157,10 @@ class AsyncRuntime:
         self.store: Store = store if store is not None else open_store(database_url)
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self.lease_seconds, self.max_workers = lease_seconds, max_workers
-        self.poll_interval = poll_interval
+        self._poll_setting = poll_interval
+        self.poll_interval = 1.0 if poll_interval is None else poll_interval
+        self._stop_listening: Callable[[], None] | None = None
+        self._listening_asked = False
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -173,6 +183,8 @@ class AsyncRuntime:
     async def close(self) -> None:
         """Stops the dispatcher and the workers (a step in progress is abandoned)."""
         self._closed = True
+        if self._stop_listening is not None:
+            await asyncio.to_thread(self._stop_listening)
         tasks = [*self._workers.values(), *([self._dispatcher] if self._dispatcher else [])]
         for task in tasks:
             task.cancel()
@@ -464,12 +476,13 @@ class AsyncRuntime:
         future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
         self._waiters[record.id] = future
         try:
+            since = (await self._db(self.store.instance, instance_id)).revision
             await self._db(self.store.enqueue, instance_id, [record])
             self._kick()
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
-            outcome = await future
+            outcome = await self._processed(instance_id, record.id, since, future)
         finally:
             self._waiters.pop(record.id, None)
         instance = (
@@ -479,6 +492,40 @@ class AsyncRuntime:
         )
         result = TransitionResult(instance, outcome.fired, record.id)
         return self._submitted(result), result
+
+    async def _processed(
+        self, instance_id: str, work_item_id: str, since: int, future: asyncio.Future[_Outcome]
+    ) -> _Outcome:
+        """Waits until a work item's step is committed, by this runtime or another one.
+
+        This runtime's own worker answers through `future`; a step another
+        runtime committed is found in the history (its event names the item).
+
+        Raises:
+            FlouError: The item was rejected (the error it was rejected with).
+        """
+        while not future.done():
+            signal = self._signal(instance_id)
+            for event in await self._db(self.store.events, instance_id, since + 1):
+                since = event.revision
+                if event.item.get("work_item_id") != work_item_id:
+                    continue
+                if event.rejection is not None:
+                    info = event.rejection
+                    raise FlouError.from_info(info["reason"], info["message"], info["metadata"])
+                record = await self._db(self.store.instance, instance_id)
+                return _Outcome(record, event.fired)
+            waiting: asyncio.Future[Any] = asyncio.ensure_future(signal.wait())
+            either: set[asyncio.Future[Any]] = {future, waiting}
+            try:
+                await asyncio.wait(
+                    either,
+                    timeout=self.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiting.cancel()
+        return future.result()
 
     @staticmethod
     def _submitted(result: TransitionResult) -> JsonObject:
@@ -494,9 +541,27 @@ class AsyncRuntime:
 
     def _ensure_dispatcher(self) -> None:
         if (self._dispatcher is None or self._dispatcher.done()) and not self._closed:
-            self._dispatcher = asyncio.get_running_loop().create_task(
-                self._dispatch(), name="flou-dispatcher"
-            )
+            loop = asyncio.get_running_loop()
+            if not self._listening_asked:
+                self._listening_asked = True
+
+                def heard(channel: str, payload: str) -> None:  # in the store's listener thread
+                    loop.call_soon_threadsafe(self._notified, channel, payload)
+
+                self._stop_listening = self.store.listen(heard)
+                if self._poll_setting is None and self._stop_listening is not None:
+                    self.poll_interval = 5.0  # notifications wake us; polling is a safety net
+            self._dispatcher = loop.create_task(self._dispatch(), name="flou-dispatcher")
+
+    def _notified(self, channel: str, instance_id: str) -> None:
+        """Another process committed a change: new work to claim, or new events to watch."""
+        if channel in (WORK_CHANNEL, RECONNECTED):
+            self._wake.set()
+        if channel == EVENTS_CHANNEL:
+            self._changed(instance_id)
+        elif channel == RECONNECTED:  # notifications may have been lost: everyone looks again
+            for waiting in list(self._signals):
+                self._changed(waiting)
 
     def _kick(self) -> None:
         """There is new work: claim it now rather than at the next poll."""

@@ -17,8 +17,8 @@ it fails with `LeaseLostError` when the lease was taken over meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from flou_grpc.engine.document import JsonObject, Path
 from flou_grpc.store.records import (
@@ -29,7 +29,16 @@ from flou_grpc.store.records import (
     WorkRecord,
 )
 
-__all__ = ["LeaseLostError", "Store"]
+__all__ = ["EVENTS_CHANNEL", "RECONNECTED", "WORK_CHANNEL", "LeaseLostError", "Store"]
+
+WORK_CHANNEL: Final = "flou_work"
+"""Notified with an instance id when the instance gets new work (`Store.listen`)."""
+
+EVENTS_CHANNEL: Final = "flou_events"
+"""Notified with an instance id when the instance gets a new event (`Store.listen`)."""
+
+RECONNECTED: Final = "reconnected"
+"""Passed to a listener after a lost connection: notifications may have been missed."""
 
 
 class LeaseLostError(Exception):
@@ -169,6 +178,14 @@ class Store(Protocol):
 
     def release(self, owner: str, instance_id: str) -> None:
         """Gives up a lease `owner` holds (no-op otherwise)."""
+        ...
+
+    def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None] | None:
+        """Calls `callback(channel, instance_id)` for changes committed by other processes.
+
+        Returns a function that stops listening, or None when the store has
+        no way to hear other processes (then only polling finds their work).
+        """
         ...
 
     def close(self) -> None:

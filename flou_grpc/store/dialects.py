@@ -59,6 +59,9 @@ dumps = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(","
 match object keys by their text as written; see `SqliteDialect.json_path`)."""
 
 
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
 class SqlDialect(ABC):
     """The backend-specific pieces of the SQL store."""
 
@@ -133,6 +136,12 @@ class SqlDialect(ABC):
     @abstractmethod
     def is_transient(self, error: BaseException) -> bool:
         """Whether `error` may go away when the whole transaction is tried again."""
+
+    def notify(self, conn: Connection, channel: str, payload: str) -> None:  # noqa: B027
+        """Tells other processes, when the transaction commits (nothing by default).
+
+        SQLite serves one process: its runtime wakes itself.
+        """
 
 
 class SqliteDialect(SqlDialect):
@@ -367,6 +376,10 @@ class PostgresDialect(SqlDialect):
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         """`FOR UPDATE SKIP LOCKED`."""
         return query.with_for_update(skip_locked=True)
+
+    def notify(self, conn: Connection, channel: str, payload: str) -> None:
+        """`pg_notify`: delivered to every listener when the transaction commits."""
+        conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
 
     def migration_lock(self, conn: Connection) -> None:
         """A transaction-level advisory lock."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -263,6 +263,10 @@ class MemoryStore:
         with self._lock:
             if self._lease_owner(instance_id) == owner:
                 del self._leases[instance_id]
+
+    def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None] | None:
+        """None: only this process uses this store, and its runtime wakes itself."""
+        return None
 
     def close(self) -> None:
         """Nothing to release: the data goes with the object."""

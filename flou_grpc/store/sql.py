@@ -26,12 +26,15 @@ Opening a store upgrades an empty database to the newest schema
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -57,7 +60,7 @@ from flou_grpc.errors import (
     RevisionConflictError,
 )
 from flou_grpc.store import migrations
-from flou_grpc.store.base import LeaseLostError
+from flou_grpc.store.base import EVENTS_CHANNEL, RECONNECTED, WORK_CHANNEL, LeaseLostError
 from flou_grpc.store.dialects import open_engine
 from flou_grpc.store.records import (
     ErrorRecord,
@@ -69,6 +72,8 @@ from flou_grpc.store.records import (
 )
 from flou_grpc.store.retry import RetryPolicy, run_retrying
 from flou_grpc.store.schema import appends, errors, events, instances, requests, work_items
+
+_log = logging.getLogger("flou_grpc.store")
 
 __all__ = ["SqlStore"]
 
@@ -369,13 +374,14 @@ class SqlStore:
     ) -> None:
         row = self._event_row(event, token)
         conn.execute(_INSERT_EVENT, {**row, "instance_id": instance_id, "revision": revision})
+        self._dialect.notify(conn, EVENTS_CHANNEL, instance_id)
 
-    @staticmethod
     def _insert_work(
-        conn: Connection, instance_id: str, work: Sequence[WorkRecord]
+        self, conn: Connection, instance_id: str, work: Sequence[WorkRecord]
     ) -> list[WorkRecord]:
         if not work:
             return []
+        self._dialect.notify(conn, WORK_CHANNEL, instance_id)
         rows = [
             {
                 "instance_id": instance_id,
@@ -792,6 +798,64 @@ class SqlStore:
 
         self._run("release", body)
 
+    def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None] | None:
+        """Calls `callback(channel, instance_id)` for changes other processes commit.
+
+        PostgreSQL only (LISTEN/NOTIFY): `WORK_CHANNEL` when an instance got
+        new work, `EVENTS_CHANNEL` when it got a new event. A dedicated
+        connection listens in a daemon thread and reconnects after a failure,
+        then calls `callback(RECONNECTED, "")`: notifications sent meanwhile
+        are lost, so the caller should look for work again. The callback runs
+        in that thread.
+
+        Returns:
+            A function that stops listening; None on SQLite (one process: its
+            runtime wakes itself).
+        """
+        if self.backend != "postgresql":
+            return None
+        listener = _Listener(self._engine.url, callback)
+        listener.start()
+        return listener.stop
+
     def close(self) -> None:
         """Closes every pooled connection."""
         self._engine.dispose()
+
+
+class _Listener(threading.Thread):
+    """LISTENs on the store's channels on a connection of its own, until stopped."""
+
+    def __init__(self, url: URL, callback: Callable[[str, str], None]) -> None:
+        super().__init__(name="flou-store-listener", daemon=True)
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._callback = callback
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stops listening; returns once the thread has ended."""
+        self._stopped.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        delay = 0.05
+        first = True
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                    for channel in (WORK_CHANNEL, EVENTS_CHANNEL):
+                        conn.execute(f"LISTEN {channel}")
+                    if not first:
+                        self._callback(RECONNECTED, "")
+                    first, delay = False, 0.05
+                    while not self._stopped.is_set():
+                        for notice in conn.notifies(timeout=0.25):
+                            self._callback(notice.channel, notice.payload)
+            except psycopg.Error as exc:
+                if self._stopped.is_set():
+                    return
+                _log.warning("listening for notifications failed (%s); reconnecting", exc)
+                self._stopped.wait(delay)
+                delay = min(delay * 2, 2.0)
+                first = False

@@ -99,3 +99,15 @@ def test_message_repeats_every_dynamic_part_of_the_metadata(cls):
     for key, value in error.metadata.items():
         if key not in {"accepted"}:
             assert value in error.message, (key, value, error.message)
+
+
+@pytest.mark.parametrize("cls", CONCRETE, ids=lambda c: c.__name__)
+def test_an_error_rebuilt_from_its_error_info_is_the_same_error(cls):
+    error = _sample(cls)
+    restored = errors.FlouError.from_info(**error.to_info())
+    assert type(restored) is cls
+    assert (restored.message, restored.metadata) == (error.message, error.metadata)
+    for key in error.metadata:
+        attribute = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        if hasattr(error, attribute):
+            assert getattr(restored, attribute) == getattr(error, attribute), attribute
