@@ -103,7 +103,10 @@ class Store(Protocol):
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
-            LeaseLostError: `owner` is given and no longer holds the lease.
+            LeaseLostError: `owner` is given and no longer holds the lease, or
+                `done` is no longer in the mailbox: another runtime processed it
+                while this one had lost the lease (it may hold it again since).
+                Nothing is committed.
         """
         ...
 

@@ -141,6 +141,8 @@ class MemoryStore:
                 raise RevisionConflictError(instance_id, revision, current.revision)
             if owner and self._lease_owner(instance_id) != owner:
                 raise LeaseLostError(instance_id, owner)
+            if done is not None and all(r.id != done for r in self._mailboxes[instance_id]):
+                raise LeaseLostError(instance_id, owner)  # processed elsewhere: a stale step
             record = replace(
                 current, revision=revision + 1, document=document, update_time=utcnow()
             )

@@ -396,8 +396,10 @@ class SqlStore:
         return [replace(record, seq=seq) for record, seq in zip(work, seqs, strict=True)]
 
     @staticmethod
-    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> None:
-        conn.execute(_DELETE_WORK, {"b_id": instance_id, "b_work_id": work_item_id})
+    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> bool:
+        """Deletes a work item; False if it was not there."""
+        result = conn.execute(_DELETE_WORK, {"b_id": instance_id, "b_work_id": work_item_id})
+        return bool(result.rowcount)
 
     # --- instances ----------------------------------------------------------------------
 
@@ -539,8 +541,10 @@ class SqlStore:
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
             self._insert_event(conn, event, instance_id, revision + 1, token)
-            if done is not None:
-                self._remove_work(conn, instance_id, done)
+            if done is not None and not self._remove_work(conn, instance_id, done):
+                # Another runtime processed it meanwhile (after our lease ran out and
+                # before we got it back): this step is stale, and rolls back whole.
+                raise LeaseLostError(instance_id, owner)
             self._insert_work(conn, instance_id, work)
             return record(row.machine, row.create_time)
 

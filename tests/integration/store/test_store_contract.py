@@ -289,6 +289,21 @@ def test_commit_at_a_stale_revision_conflicts_and_changes_nothing(store):
     assert [e.revision for e in store.events("i-1")] == [1, 2]
 
 
+def test_commit_of_an_item_no_longer_pending_is_refused_and_changes_nothing(store):
+    # A runtime that lost its lease mid-step, and got it back after another
+    # runtime processed the same item, must not apply the item a second time.
+    make(store, work_ids=("w-1", "w-2"))
+    assert store.claim("runtime-a", 30, 10) == ["i-1"]
+    store.commit("i-1", 1, {"log": ["once"]}, step(), "w-1", owner="runtime-a")
+
+    with pytest.raises(LeaseLostError):
+        store.commit("i-1", 2, {"log": ["twice"]}, step(), "w-1", [work("w-3")], "runtime-a")
+
+    assert store.instance("i-1").document == {"log": ["once"]}
+    assert [w.id for w in store.pending("i-1")] == ["w-2"]
+    assert [e.revision for e in store.events("i-1")] == [1, 2]
+
+
 def test_commit_to_an_unknown_instance_is_not_found(store):
     with pytest.raises(InstanceNotFoundError):
         store.commit("nope", 1, {}, step(), None)
