@@ -168,14 +168,14 @@ class LTM:
         init: Child LTMs queued, in order, when this one executes.
         transitions: `{"from": A or [A, ...], "label": "go", "to": B or [...],
             "namespace": "custom" (optional), "join": "all" (optional)}` dicts.
-        max_retries: How often a failing `run` is retried before the node's
+        retries: How often a failing `run` is retried before the node's
             status becomes `error`.
     """
 
     name: ClassVar[str]
     init: ClassVar[Sequence[type[LTM]]] = ()
     transitions: ClassVar[Sequence[Mapping[str, Any]]] = ()
-    max_retries: ClassVar[int] = 3
+    retries: ClassVar[int] = 3
 
     _context: StepContext | None
     _path: Path

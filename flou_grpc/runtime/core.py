@@ -8,7 +8,7 @@ which takes its work items one at a time, in order:
   `run` in a thread, an `async def run` awaited), then applies what the code
   queued to the instance's *latest* document and commits one step. A raising
   `run` is retried with jittered exponential backoff up to the node class's
-  `max_retries`, then its node's status becomes `error` (a `failed` event) and
+  `retries`, then its node's status becomes `error` (a `failed` event) and
   the mailbox moves on. `atomic_state_append` inside `run` commits at once, as
   its own step, deduplicated per (work item, call number) so a re-run does not
   append twice.
@@ -34,6 +34,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -136,6 +137,8 @@ class AsyncRuntime:
         poll_interval: How often, in seconds, to look for work committed by
             other runtimes sharing the database, and to renew leases. None: 5 s
             where the store notifies changes (PostgreSQL LISTEN/NOTIFY), else 1 s.
+        user_threads: The threads that run sync `run` methods (a bounded pool
+            of their own, apart from the store's calls).
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class AsyncRuntime:
         lease_seconds: float = 30.0,
         max_workers: int = 64,
         poll_interval: float | None = None,
+        user_threads: int = 16,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
@@ -171,6 +175,7 @@ class AsyncRuntime:
         self._dispatcher: asyncio.Task[None] | None = None
         self._calls = 0
         self._calls_lock = threading.Lock()
+        self._user_threads = ThreadPoolExecutor(user_threads, thread_name_prefix="flou-run")
         self._closed = False
 
     async def __aenter__(self) -> AsyncRuntime:
@@ -195,6 +200,7 @@ class AsyncRuntime:
             if not self._calls:
                 break
             await asyncio.sleep(0.01)
+        self._user_threads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -742,7 +748,8 @@ class AsyncRuntime:
             if inspect.iscoroutinefunction(type(execution.node).run):
                 await _awaited(execution.run())
             else:
-                result = await asyncio.to_thread(execution.run)
+                # Its own bounded pool: user code that blocks cannot starve the store's calls.
+                result = await loop.run_in_executor(self._user_threads, execution.run)
                 if inspect.isawaitable(result):
                     await result
             record = await self._apply(instance.id, hosted, work, item, execution.effects)
@@ -773,7 +780,7 @@ class AsyncRuntime:
         attempts = (previous[work.id].attempts if work.id in previous else 0) + 1
         instance = await self._db(self.store.instance, instance_id)
         _, cls = hosted.path_of(instance_id, instance.document, item.fqn)
-        retrying = attempts <= cls.max_retries
+        retrying = attempts <= cls.retries
         error = ErrorRecord(
             work.id,
             item.fqn,
@@ -790,7 +797,7 @@ class AsyncRuntime:
             instance_id,
             item.fqn,
             attempts,
-            cls.max_retries + 1,
+            cls.retries + 1,
             exc,
         )
         self._changed(instance_id)

@@ -55,7 +55,7 @@ class Door(LTM):
 
 class Flaky(LTM):
     name = "flaky"
-    max_retries = 2
+    retries = 2
     failures_left = 0
     attempts = 0
 
