@@ -484,7 +484,8 @@ class AsyncRuntime:
         try:
             since = (await self._db(self.store.instance, instance_id)).revision
             await self._db(self.store.enqueue, instance_id, [record])
-            self._kick()
+            if instance_id not in self._workers:  # a worker of ours finds it by itself
+                self._kick()
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
@@ -758,8 +759,7 @@ class AsyncRuntime:
         except Exception as exc:  # the user's code, or what it queued, failed
             await self._failed(instance.id, hosted, work, item, exc)
             return
-        await self._db(self.store.clear_error, instance.id, work.id)
-        self._resolve(work.id, _Outcome(record, []))
+        self._resolve(work.id, _Outcome(record, []))  # its commit forgot its failures
 
     async def _apply(
         self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, effects: Any

@@ -99,7 +99,8 @@ class Store(Protocol):
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
         The event's `instance_id` and `revision` are set by the store. `done`
-        (a work item id) leaves the mailbox; `work` joins its end.
+        (a work item id) leaves the mailbox, and its failures are forgotten
+        unless the event is the `failed` one; `work` joins its end.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.

@@ -152,6 +152,8 @@ class MemoryStore:
             )
             if done is not None:
                 self._remove(instance_id, done)
+                if event.kind != "failed":  # the item is resolved
+                    self._errors[instance_id].pop(done, None)
             self._enqueue(instance_id, work)
             return record
 

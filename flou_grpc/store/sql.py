@@ -545,6 +545,8 @@ class SqlStore:
                 # Another runtime processed it meanwhile (after our lease ran out and
                 # before we got it back): this step is stale, and rolls back whole.
                 raise LeaseLostError(instance_id, owner)
+            if done is not None and event.kind != "failed":  # the item is resolved
+                conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
             self._insert_work(conn, instance_id, work)
             return record(row.machine, row.create_time)
 

@@ -603,6 +603,17 @@ def test_errors_are_put_replaced_and_cleared_per_work_item(store):
     assert store.errors("i-1") == [failure("w-2", 1)]
 
 
+def test_committing_a_work_item_forgets_its_failures_unless_it_failed_for_good(store):
+    make(store, work_ids=("w-1", "w-2"))
+    store.put_error("i-1", failure("w-1", 2))
+    store.put_error("i-1", failure("w-2", 4))
+
+    store.commit("i-1", 1, {"log": [1]}, step(), "w-1")
+    store.commit("i-1", 2, {"log": [1]}, step(kind="failed"), "w-2")
+
+    assert store.errors("i-1") == [failure("w-2", 4)]
+
+
 def test_errors_of_an_unknown_instance_are_empty(store):
     assert store.errors("nope") == []
 
