@@ -307,7 +307,9 @@ class AsyncRuntime:
         return await self._once(
             request_id,
             ("transition", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+            lambda: self._submit(
+                instance_id, item, request_id, expected_revision, wait, instance.revision
+            ),
             self._replay_submit,
         )
 
@@ -327,12 +329,14 @@ class AsyncRuntime:
             NodeNotFoundError, StateKeyNotFoundError, RevisionConflictError (once
             processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
         """
-        await self._db(self.store.instance, instance_id)
+        instance = await self._db(self.store.instance, instance_id)
         item = update_item(fqn, updates)
         result = await self._once(
             request_id,
             ("update_state", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(instance_id, item, request_id, expected_revision, wait),
+            lambda: self._submit(
+                instance_id, item, request_id, expected_revision, wait, instance.revision
+            ),
             self._replay_submit,
         )
         return result.instance
@@ -475,21 +479,24 @@ class AsyncRuntime:
         request_id: str,
         expected_revision: int,
         wait: WaitMode,
+        since: int,
     ) -> tuple[JsonObject, TransitionResult]:
+        """Enqueues one work item and waits as asked; `since` is a revision read before."""
         if expected_revision < 0:
             raise InvalidFieldError.of("expected_revision", "must be 0 (no check) or positive")
         record = WorkRecord(_new_id(), item, request_id, expected_revision)
         future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
         self._waiters[record.id] = future
         try:
-            since = (await self._db(self.store.instance, instance_id)).revision
+            # Made before the enqueue: a commit of the item, wherever it happens, sets it.
+            first_signal = self._signal(instance_id)
             await self._db(self.store.enqueue, instance_id, [record])
             if instance_id not in self._workers:  # a worker of ours finds it by itself
                 self._kick()
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
-            outcome = await self._processed(instance_id, record.id, since, future)
+            outcome = await self._processed(instance_id, record.id, since, future, first_signal)
         finally:
             self._waiters.pop(record.id, None)
         instance = (
@@ -501,7 +508,12 @@ class AsyncRuntime:
         return self._submitted(result), result
 
     async def _processed(
-        self, instance_id: str, work_item_id: str, since: int, future: asyncio.Future[_Outcome]
+        self,
+        instance_id: str,
+        work_item_id: str,
+        since: int,
+        future: asyncio.Future[_Outcome],
+        signal: asyncio.Event,
     ) -> _Outcome:
         """Waits until a work item's step is committed, by this runtime or another one.
 
@@ -511,9 +523,11 @@ class AsyncRuntime:
         Raises:
             FlouError: The item was rejected (the error it was rejected with).
         """
+        scan = False  # this runtime usually processes the item itself: wait for that first
         while not future.done():
-            signal = self._signal(instance_id)
-            for event in await self._db(self.store.events, instance_id, since + 1):
+            if scan:
+                signal = self._signal(instance_id)
+            for event in await self._db(self.store.events, instance_id, since + 1) if scan else ():
                 since = event.revision
                 if event.item.get("work_item_id") != work_item_id:
                     continue
@@ -532,6 +546,7 @@ class AsyncRuntime:
                 )
             finally:
                 waiting.cancel()
+            scan = True
         return future.result()
 
     @staticmethod
@@ -753,7 +768,7 @@ class AsyncRuntime:
                 result = await loop.run_in_executor(self._user_threads, execution.run)
                 if inspect.isawaitable(result):
                     await result
-            record = await self._apply(instance.id, hosted, work, item, execution.effects)
+            record = await self._apply(instance, hosted, work, item, execution.effects)
         except (LeaseLostError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the user's code, or what it queued, failed
@@ -762,16 +777,20 @@ class AsyncRuntime:
         self._resolve(work.id, _Outcome(record, []))  # its commit forgot its failures
 
     async def _apply(
-        self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, effects: Any
+        self, read: InstanceRecord, hosted: Machine, work: WorkRecord, item: Execute, effects: Any
     ) -> InstanceRecord:
-        """Applies a run's effects to the latest document; again if an append got in between."""
+        """Applies a run's effects to the document it read; to the latest if that moved on.
+
+        Only atomic appends commit while a run runs (the mailbox serializes the
+        rest), so the compare-and-set nearly always holds on the first try.
+        """
+        latest = read
         while True:
-            latest = await self._db(self.store.instance, instance_id)
-            step = hosted.execute(instance_id, latest.document, item, effects)
+            step = hosted.execute(latest.id, latest.document, item, effects)
             try:
                 return await self._commit(latest, step, EventKind.EXECUTED, work)
-            except RevisionConflictError:
-                continue  # an atomic append committed meanwhile: apply to its result
+            except RevisionConflictError:  # an append committed meanwhile: apply to its result
+                latest = await self._db(self.store.instance, latest.id)
 
     async def _failed(
         self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
