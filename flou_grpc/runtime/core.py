@@ -636,11 +636,11 @@ class AsyncRuntime:
     async def _work(self, instance_id: str) -> None:
         try:
             while not self._closed:
-                pending = await self._db(self.store.pending, instance_id)
-                if not pending:
+                instance, work = await self._db(self.store.head, instance_id)
+                if work is None:
                     await self._db(self.store.release, self.owner, instance_id)
                     break
-                await self._process(instance_id, pending[0])
+                await self._process(instance, work)
         except LeaseLostError:
             _log.warning("instance %s: lease lost to another runtime; step abandoned", instance_id)
         except FlouError as exc:  # the instance itself is gone or unreadable
@@ -652,8 +652,8 @@ class AsyncRuntime:
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
 
-    async def _process(self, instance_id: str, work: WorkRecord) -> None:
-        instance = await self._db(self.store.instance, instance_id)
+    async def _process(self, instance: InstanceRecord, work: WorkRecord) -> None:
+        instance_id = instance.id
         hosted = self.registry.get(instance.machine)
         if work.expected_revision and work.expected_revision != instance.revision:
             await self._reject(

@@ -86,6 +86,14 @@ class Store(Protocol):
         """The mailbox, in `seq` order (empty for an unknown instance)."""
         ...
 
+    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
+        """The instance and the first item of its mailbox (None if empty), in one read.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        ...
+
     def commit(
         self,
         instance_id: str,

@@ -112,6 +112,12 @@ class MemoryStore:
             self.instance(instance_id)
             return self._enqueue(instance_id, work)
 
+    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
+        """The instance and the first item of its mailbox (None if empty), read together."""
+        with self._lock:
+            mailbox = self._mailboxes.get(instance_id)
+            return self.instance(instance_id), mailbox[0] if mailbox else None
+
     def pending(self, instance_id: str) -> list[WorkRecord]:
         """The instance's mailbox, oldest first."""
         with self._lock:

@@ -485,6 +485,22 @@ class SqlStore:
 
         return self._run("pending", body, write=False)
 
+    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
+        """The instance and the first item of its mailbox (None if empty), read together.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+
+        def body(conn: Connection, attempt: int) -> tuple[InstanceRecord, WorkRecord | None]:
+            row = conn.execute(_SELECT_INSTANCE, {"id": instance_id}).first()
+            if row is None:
+                raise InstanceNotFoundError(instance_id)
+            first = conn.execute(_SELECT_PENDING.limit(1), {"id": instance_id}).first()
+            return _instance(row), None if first is None else _work(first)
+
+        return self._run("head", body, write=False)
+
     def discard(self, instance_id: str, work_item_id: str) -> None:
         """Removes a work item that needs no step (its node is no longer queued)."""
 

@@ -176,12 +176,13 @@ class PhasedStore:
         if self._marks:
             os.write(1, f"{phase} {instance_id}\n".encode())
 
-    def pending(self, instance_id: str) -> list[WorkRecord]:
-        found = self._store.pending(instance_id)
+    def head(self, instance_id: str) -> tuple[Any, WorkRecord | None]:
+        # The worker's read of its next item: a step begins here.
+        instance, found = self._store.head(instance_id)
         self._mark(BEFORE_RUN if found else IDLE, instance_id)
         if found:
             pause()
-        return found
+        return instance, found
 
     def append(
         self, instance_id: str, path: Path, value: Any, event: EventRecord, dedup: str = ""

@@ -208,6 +208,19 @@ def test_enqueue_to_an_unknown_instance_is_not_found(store):
         store.enqueue("nope", [work("w-1")])
 
 
+def test_head_reads_the_instance_with_the_first_item_of_its_mailbox(store):
+    make(store, work_ids=("w-1", "w-2"))
+
+    instance, first = store.head("i-1")
+    assert instance == store.instance("i-1")
+    assert first == store.pending("i-1")[0]
+    store.discard("i-1", "w-1")
+    store.discard("i-1", "w-2")
+    assert store.head("i-1") == (instance, None)
+    with pytest.raises(InstanceNotFoundError):
+        store.head("nope")
+
+
 def test_pending_of_an_unknown_instance_is_empty(store):
     assert store.pending("nope") == []
 
