@@ -317,7 +317,7 @@ class AsyncRuntime:
         self,
         instance_id: str,
         updates: Mapping[str, Any],
-        fqn: str = "",
+        fqn: str | None = None,
         *,
         request_id: str = "",
         expected_revision: int = 0,
@@ -330,7 +330,7 @@ class AsyncRuntime:
             processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
         """
         instance = await self._db(self.store.instance, instance_id)
-        item = update_item(fqn, updates)
+        item = update_item(fqn or "", updates)
         result = await self._once(
             request_id,
             ("update_state", instance_id, to_json(item), expected_revision),
@@ -342,7 +342,13 @@ class AsyncRuntime:
         return result.instance
 
     async def atomic_append(
-        self, instance_id: str, key: str, value: Any, fqn: str = "", *, request_id: str = ""
+        self,
+        instance_id: str,
+        key: str,
+        value: Any,
+        fqn: str | None = None,
+        *,
+        request_id: str = "",
     ) -> AppendResult:
         """Appends `value` to the list at `key` of a node, at once, as one atomic step.
 
@@ -356,7 +362,9 @@ class AsyncRuntime:
             raise InvalidFieldError.of("value", str(exc)) from None
 
         async def append() -> tuple[JsonObject, AppendResult]:
-            result = await self._db(self._append, instance_id, fqn, key, owned, request_id, "")
+            result = await self._db(
+                self._append, instance_id, fqn or "", key, owned, request_id, ""
+            )
             self._changed(instance_id)
             return {"values": result.values, "revision": result.revision}, result
 
@@ -364,7 +372,7 @@ class AsyncRuntime:
             return AppendResult(list(response["values"]), int(response["revision"]))
 
         return await self._once(
-            request_id, ("atomic_append", instance_id, fqn, key, owned), append, replay
+            request_id, ("atomic_append", instance_id, fqn or "", key, owned), append, replay
         )
 
     async def retry_errors(

@@ -134,7 +134,7 @@ class Runtime:
         self,
         instance_id: str,
         updates: Mapping[str, Any],
-        fqn: str = "",
+        fqn: str | None = None,
         *,
         request_id: str = "",
         expected_revision: int = 0,
@@ -153,7 +153,13 @@ class Runtime:
         )
 
     def atomic_append(
-        self, instance_id: str, key: str, value: Any, fqn: str = "", *, request_id: str = ""
+        self,
+        instance_id: str,
+        key: str,
+        value: Any,
+        fqn: str | None = None,
+        *,
+        request_id: str = "",
     ) -> AppendResult:
         """Appends to a list in the state at once; see `AsyncRuntime.atomic_append`."""
         return self._call(

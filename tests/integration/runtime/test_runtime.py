@@ -229,6 +229,9 @@ def test_update_state_sets_dotted_keys_in_order(runtime):
         runtime.update_state(door.id, {"_status": "completed"})
     node = runtime.update_state(door.id, {"note": "hi"}, fqn="door.idle")
     assert node.state["idle"]["note"] == "hi"
+    rooted = runtime.update_state(door.id, {"meta.owner": "bo"}, fqn=None)  # None: the root
+    assert rooted.state["meta"]["owner"] == "bo"
+    assert runtime.atomic_append(door.id, "log", 1, fqn=None).values == [1]
 
 
 def test_atomic_append_returns_the_list_and_loses_nothing_under_concurrency(runtime):
