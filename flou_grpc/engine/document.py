@@ -114,6 +114,21 @@ class DocWriter:
             value = value[key]
         return value
 
+    def list_at(self, path: Path) -> list[Any]:
+        """The list at `path`, for an append.
+
+        Raises:
+            KeyError: Nothing is at `path` (the message is its JSON pointer).
+            TypeError: What is at `path` is not a list (the message is its JSON type).
+        """
+        holder = self.find(path[:-1])
+        if not isinstance(holder, dict) or path[-1] not in holder:
+            raise KeyError(pointer(path))
+        value = holder[path[-1]]
+        if not isinstance(value, list):
+            raise TypeError(json_type(value))
+        return value
+
     def _own(self, container: Any) -> Any:
         if self._owned.get(id(container)) is container:
             return container

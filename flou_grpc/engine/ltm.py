@@ -22,7 +22,6 @@ from flou_grpc.engine.document import (
     Path,
     StateView,
     json_copy,
-    json_type,
 )
 from flou_grpc.engine.requests import transition_item
 from flou_grpc.engine.work import Transition
@@ -304,13 +303,12 @@ class LTM:
         """
         context = self._require(effects=True)
         path = self._key_path(key, f"atomic_state_append({key!r})")
-        holder = context.writer.find(path[:-1])
-        if not isinstance(holder, dict) or path[-1] not in holder:
-            raise StateKeyNotFoundError(context.instance_id, self._fqn, key)
-        if not isinstance(holder[path[-1]], list):
-            raise StateKeyNotListError(
-                context.instance_id, self._fqn, key, json_type(holder[path[-1]])
-            )
+        try:
+            context.writer.list_at(path)
+        except KeyError:
+            raise StateKeyNotFoundError(context.instance_id, self._fqn, key) from None
+        except TypeError as exc:
+            raise StateKeyNotListError(context.instance_id, self._fqn, key, str(exc)) from None
         owned = json_copy(value, f"atomic_state_append({key!r})")
         if context.append_hook is None:  # no store to commit it at once: apply with the step
             assert context.effects is not None

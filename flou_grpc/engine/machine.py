@@ -34,7 +34,7 @@ from flou_grpc.engine.declaration import (
     declaration,
     validate_tree,
 )
-from flou_grpc.engine.document import DocWriter, JsonObject, Path, json_copy, json_type, pointer
+from flou_grpc.engine.document import DocWriter, JsonObject, Path, json_copy, pointer
 from flou_grpc.engine.ltm import (
     LTM,
     AppendHook,
@@ -245,17 +245,20 @@ class Machine:
         path, cls = self.path_of(instance_id, doc, item.fqn)
         writer = DocWriter(doc)
         for op, target, value in effects.writes:
-            holder = writer.find(target[:-1])
-            if not isinstance(holder, dict) or (op == "append" and target[-1] not in holder):
-                raise StateKeyNotFoundError(instance_id, item.fqn, pointer(target))
-            if op == "append":
-                if not isinstance(holder[target[-1]], list):
-                    raise StateKeyNotListError(
-                        instance_id, item.fqn, pointer(target), json_type(holder[target[-1]])
-                    )
-                writer.append(target, value)
-            else:
-                writer.set(target, value)
+            try:
+                if op == "append":
+                    writer.list_at(target)
+                    writer.append(target, value)
+                elif isinstance(writer.find(target[:-1]), dict):
+                    writer.set(target, value)
+                else:
+                    raise KeyError(pointer(target))
+            except KeyError:
+                raise StateKeyNotFoundError(instance_id, item.fqn, pointer(target)) from None
+            except TypeError as exc:
+                raise StateKeyNotListError(
+                    instance_id, item.fqn, pointer(target), str(exc)
+                ) from None
         writer.set((*path, "_status"), ACTIVE)
         work: list[WorkItem] = list(effects.transitions)
         context = StepContext(instance_id, self.root, writer)
@@ -314,13 +317,12 @@ class Machine:
         path, cls = self.path_of(instance_id, doc, fqn)
         target = state_key_path(cls, path, key, "key")
         writer = DocWriter(doc)
-        holder = writer.find(target[:-1])
-        if not isinstance(holder, dict) or target[-1] not in holder:
-            raise StateKeyNotFoundError(instance_id, self._fqn(path), key)
-        if not isinstance(holder[target[-1]], list):
-            raise StateKeyNotListError(
-                instance_id, self._fqn(path), key, json_type(holder[target[-1]])
-            )
+        try:
+            writer.list_at(target)
+        except KeyError:
+            raise StateKeyNotFoundError(instance_id, self._fqn(path), key) from None
+        except TypeError as exc:
+            raise StateKeyNotListError(instance_id, self._fqn(path), key, str(exc)) from None
         writer.append(target, json_copy(value, "value"))
         return Step(writer.doc, writer.ops), list(json_copy(writer.get(target)))
 

@@ -40,7 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
 from flou_grpc.engine.ltm import LTM, state_key_path
-from flou_grpc.engine.machine import ERROR, QUEUED, Fired, Machine, Step
+from flou_grpc.engine.machine import ACTIVE, ERROR, QUEUED, Fired, Machine, Step
 from flou_grpc.engine.registry import Registry
 from flou_grpc.engine.requests import payload_of, transition_item, update_item
 from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem, to_json
@@ -940,7 +940,8 @@ class AsyncRuntime:
         hosted = self.registry.get(record.machine)
         pending = len(await self._db(self.store.pending, record.id))
         errors = await self._db(self.store.errors, record.id)
-        statuses = [status for _, status in hosted.nodes(record.document)]
+        nodes = hosted.nodes(record.document)  # one walk of the tree for both uses
+        statuses = [status for _, status in nodes]
         if ERROR in statuses:
             status = InstanceStatus.FAILED
         elif pending:
@@ -953,7 +954,7 @@ class AsyncRuntime:
             revision=record.revision,
             status=status,
             state=json_copy(record.document),
-            active_states=tuple(hosted.active_states(record.document)),
+            active_states=tuple(fqn for fqn, status in nodes if status == ACTIVE),
             pending_work_count=pending,
             errors=tuple(_step_error(e) for e in errors),
             create_time=record.create_time,

@@ -21,8 +21,6 @@ from flou_grpc.engine.document import (
     JsonObject,
     Path,
     json_copy,
-    json_type,
-    pointer,
 )
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
@@ -186,11 +184,7 @@ class MemoryStore:
                 return self._appends[dedup]
             current = self.instance(instance_id)
             writer = DocWriter(current.document)
-            holder = writer.find(path[:-1])
-            if not isinstance(holder, dict) or path[-1] not in holder:
-                raise KeyError(pointer(path))
-            if not isinstance(holder[path[-1]], list):
-                raise TypeError(json_type(holder[path[-1]]))
+            writer.list_at(path)  # KeyError / TypeError, as `Store.append` says
             writer.append(path, json_copy(value))
             record = self.commit(
                 instance_id,
