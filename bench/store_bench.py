@@ -611,6 +611,16 @@ class SqlCounts:
     seconds: float = 0.0
 
 
+def _outer_from(flat: str) -> str:
+    """What follows the outermost FROM of a SELECT (not one of its subqueries')."""
+    depth = 0
+    for n, char in enumerate(flat):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and flat.startswith(" FROM ", n):
+            return flat[n + 6 :]
+    return ""
+
+
 def _kind(statement: str) -> str:
     """A statement's verb and table: `UPDATE flou_instances`, `SELECT FOR UPDATE flou_...`."""
     flat = " ".join(statement.split())
@@ -621,8 +631,10 @@ def _kind(statement: str) -> str:
     if head == "SELECT" and " FROM " not in flat:  # a function: SELECT pg_notify(...)
         table = words[1].split("(", 1)[0] if len(words) > 1 else ""
     elif head == "SELECT":
-        table = flat.split(" FROM ", 1)[-1].split(" ", 1)[0]
-        if "EXISTS (SELECT" in flat:
+        table = _outer_from(flat).split(" ", 1)[0]
+        if "LEFT OUTER JOIN" in _outer_from(flat):
+            table += " + mailbox (snapshot)"
+        elif "EXISTS (SELECT" in flat:
             table += " (claimable)"
         if "FOR UPDATE" in flat:
             head = "SELECT FOR UPDATE"

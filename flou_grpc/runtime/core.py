@@ -16,7 +16,7 @@ which takes its work items one at a time, in order:
   fires, a conflict on `expected_revision`, a missing key) it is recorded as a
   `rejected` event and its caller gets the error.
 Every commit is fenced by the lease. Different instances run concurrently.
-Store calls run in threads (`asyncio.to_thread`): the loop never waits on I/O.
+Store calls run in a thread pool of their own: the loop never waits on I/O.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import traceback
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
@@ -77,6 +77,7 @@ from flou_grpc.store.records import (
     EventRecord,
     InstanceRecord,
     RequestRecord,
+    Snapshot,
     WorkRecord,
     utcnow,
 )
@@ -87,13 +88,15 @@ _log = logging.getLogger(__name__)
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 T = TypeVar("T")
 P = ParamSpec("P")
+_KNOWN_INSTANCES = 65_536
+"""How many instances' machines and revisions a runtime remembers (`_locate`)."""
 
 
 @dataclass(slots=True)
 class _Outcome:
     """What a processed work item answers to the caller waiting for it."""
 
-    record: InstanceRecord
+    snapshot: Snapshot
     fired: list[JsonObject]
 
 
@@ -137,8 +140,13 @@ class AsyncRuntime:
         poll_interval: How often, in seconds, to look for work committed by
             other runtimes sharing the database, and to renew leases. None: 5 s
             where the store notifies changes (PostgreSQL LISTEN/NOTIFY), else 1 s.
+        linger: How long, in seconds, a worker keeps the lease of an instance
+            whose mailbox it emptied, waiting for more work (at most a quarter
+            of `lease_seconds`). The next event then needs no claim.
         user_threads: The threads that run sync `run` methods (a bounded pool
             of their own, apart from the store's calls).
+        store_threads: The threads that make the store's calls (each holds
+            one database connection while it runs).
     """
 
     def __init__(
@@ -153,7 +161,9 @@ class AsyncRuntime:
         lease_seconds: float = 30.0,
         max_workers: int = 64,
         poll_interval: float | None = None,
+        linger: float = 0.5,
         user_threads: int = 16,
+        store_threads: int = 16,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
@@ -163,11 +173,14 @@ class AsyncRuntime:
         self.lease_seconds, self.max_workers = lease_seconds, max_workers
         self._poll_setting = poll_interval
         self.poll_interval = 1.0 if poll_interval is None else poll_interval
+        self.linger = max(0.0, min(linger, lease_seconds / 4))
         self._stop_listening: Callable[[], None] | None = None
         self._listening_asked = False
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._nudges: dict[str, asyncio.Event] = {}
+        self._known: dict[str, tuple[str, int]] = {}
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._inflight: dict[str, tuple[str, asyncio.Future[JsonObject]]] = {}
@@ -176,6 +189,7 @@ class AsyncRuntime:
         self._calls = 0
         self._calls_lock = threading.Lock()
         self._user_threads = ThreadPoolExecutor(user_threads, thread_name_prefix="flou-run")
+        self._store_threads = ThreadPoolExecutor(store_threads, thread_name_prefix="flou-store")
         self._closed = False
 
     async def __aenter__(self) -> AsyncRuntime:
@@ -186,10 +200,17 @@ class AsyncRuntime:
         await self.close()
 
     async def close(self) -> None:
-        """Stops the dispatcher and the workers (a step in progress is abandoned)."""
+        """Stops the dispatcher and the workers (a step in progress is abandoned).
+
+        Idle workers give their leases back; a busy one's lease runs out.
+        """
         self._closed = True
         if self._stop_listening is not None:
             await asyncio.to_thread(self._stop_listening)
+        for nudged in self._nudges.values():  # lingering workers: stop waiting, release
+            nudged.set()
+        if self._workers:
+            await asyncio.wait(list(self._workers.values()), timeout=1.0)
         tasks = [*self._workers.values(), *([self._dispatcher] if self._dispatcher else [])]
         for task in tasks:
             task.cancel()
@@ -201,6 +222,7 @@ class AsyncRuntime:
                 break
             await asyncio.sleep(0.01)
         self._user_threads.shutdown(wait=False, cancel_futures=True)
+        self._store_threads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -217,7 +239,7 @@ class AsyncRuntime:
                 with self._calls_lock:
                     self._calls -= 1
 
-        return await asyncio.to_thread(counted)
+        return await asyncio.get_running_loop().run_in_executor(self._store_threads, counted)
 
     # --- mutations ------------------------------------------------------------------------
 
@@ -248,7 +270,7 @@ class AsyncRuntime:
             new_id = instance_id or _new_id()
             step = hosted.start(new_id, owned)
             now = utcnow()
-            record = await self._db(
+            await self._db(
                 self.store.create,
                 InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
                 EventRecord(
@@ -264,8 +286,8 @@ class AsyncRuntime:
             )
             self._changed(new_id)
             self._kick()
-            view = await self.settle(new_id) if wait is WaitMode.SETTLED else None
-            return {"instance_id": new_id}, view or await self._view(record)
+            view = await (self.settle(new_id) if wait is WaitMode.SETTLED else self.get(new_id))
+            return {"instance_id": new_id}, view
 
         async def replay(response: JsonObject) -> Instance:
             return await self.get(str(response["instance_id"]))
@@ -302,14 +324,12 @@ class AsyncRuntime:
             (once processed); InstanceNotFoundError, InvalidFieldError,
             RequestIdReusedError.
         """
-        instance = await self._db(self.store.instance, instance_id)
-        item = transition_item(label, namespace or instance.machine, params, payload)
+        machine, since = await self._locate(instance_id)
+        item = transition_item(label, namespace or machine, params, payload)
         return await self._once(
             request_id,
             ("transition", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(
-                instance_id, item, request_id, expected_revision, wait, instance.revision
-            ),
+            lambda: self._submit(instance_id, item, request_id, expected_revision, wait, since),
             self._replay_submit,
         )
 
@@ -329,14 +349,12 @@ class AsyncRuntime:
             NodeNotFoundError, StateKeyNotFoundError, RevisionConflictError (once
             processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
         """
-        instance = await self._db(self.store.instance, instance_id)
+        _, since = await self._locate(instance_id)
         item = update_item(fqn or "", updates)
         result = await self._once(
             request_id,
             ("update_state", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(
-                instance_id, item, request_id, expected_revision, wait, instance.revision
-            ),
+            lambda: self._submit(instance_id, item, request_id, expected_revision, wait, since),
             self._replay_submit,
         )
         return result.instance
@@ -414,13 +432,13 @@ class AsyncRuntime:
 
     async def get(self, instance_id: str) -> Instance:
         """The instance at its current revision."""
-        return await self._view(await self._db(self.store.instance, instance_id))
+        return _view(self.registry, await self._db(self.store.head, instance_id))
 
     async def list_instances(
         self, machine: str = "", status: InstanceStatus | None = None
     ) -> list[Instance]:
         """Instances, newest first, optionally of one machine and in one status."""
-        views = [await self._view(r) for r in await self._db(self.store.instances, machine)]
+        views = [await self.get(r.id) for r in await self._db(self.store.instances, machine)]
         return [v for v in views if status is None or v.status is status]
 
     async def history(
@@ -439,8 +457,9 @@ class AsyncRuntime:
         async with asyncio.timeout(timeout):
             while True:
                 signal = self._signal(instance_id)
-                if not await self._db(self.store.pending, instance_id):
-                    return await self.get(instance_id)
+                snapshot = await self._db(self.store.head, instance_id)
+                if snapshot.next is None:
+                    return _view(self.registry, snapshot)
                 await self._until(signal)
 
     async def watch(
@@ -451,13 +470,14 @@ class AsyncRuntime:
         Raises:
             RevisionOutOfRangeError: `from_revision` is not a kept revision.
         """
-        record = await self._db(self.store.instance, instance_id)
+        snapshot = await self._db(self.store.head, instance_id)
+        record = snapshot.instance
         start = from_revision or record.revision
         oldest = await self._db(self.store.oldest_revision, instance_id)
         if not oldest <= start <= record.revision:
             raise RevisionOutOfRangeError(instance_id, start, oldest, record.revision)
         if start == record.revision:
-            yield await self._view(record)
+            yield _view(self.registry, snapshot)
         else:
             yield await self._view_at(record, start)
         after = start
@@ -480,6 +500,28 @@ class AsyncRuntime:
 
     # --- the mailbox ------------------------------------------------------------------------
 
+    async def _locate(self, instance_id: str) -> tuple[str, int]:
+        """The instance's machine, and a revision it has reached (read if not known here).
+
+        An instance never changes machine and its revision only grows, so a
+        remembered pair stays true enough: callers need the machine, and a
+        revision at or below the current one.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        known = self._known.get(instance_id)
+        if known is None:
+            record = await self._db(self.store.instance, instance_id)
+            known = self._remember(record)
+        return known
+
+    def _remember(self, record: InstanceRecord) -> tuple[str, int]:
+        if len(self._known) >= _KNOWN_INSTANCES:
+            self._known.clear()  # a bound, not a cache policy: reads refill what is used
+        known = self._known[record.id] = (record.machine, record.revision)
+        return known
+
     async def _submit(
         self,
         instance_id: str,
@@ -499,7 +541,7 @@ class AsyncRuntime:
             # Made before the enqueue: a commit of the item, wherever it happens, sets it.
             first_signal = self._signal(instance_id)
             await self._db(self.store.enqueue, instance_id, [record])
-            if instance_id not in self._workers:  # a worker of ours finds it by itself
+            if not self._nudge(instance_id):  # no worker of ours holds it: claim it
                 self._kick()
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
@@ -510,7 +552,7 @@ class AsyncRuntime:
         instance = (
             await self.settle(instance_id)
             if wait is WaitMode.SETTLED
-            else await self._view(outcome.record)
+            else _view(self.registry, outcome.snapshot)
         )
         result = TransitionResult(instance, outcome.fired, record.id)
         return self._submitted(result), result
@@ -527,6 +569,9 @@ class AsyncRuntime:
 
         This runtime's own worker answers through `future`; a step another
         runtime committed is found in the history (its event names the item).
+        The history is read only while no worker of this runtime holds the
+        instance: one that does answers through `future`, or, if it loses the
+        lease, ends and wakes this wait to look.
 
         Raises:
             FlouError: The item was rejected (the error it was rejected with).
@@ -535,6 +580,7 @@ class AsyncRuntime:
         while not future.done():
             if scan:
                 signal = self._signal(instance_id)
+                scan = instance_id not in self._workers
             for event in await self._db(self.store.events, instance_id, since + 1) if scan else ():
                 since = event.revision
                 if event.item.get("work_item_id") != work_item_id:
@@ -542,8 +588,7 @@ class AsyncRuntime:
                 if event.rejection is not None:
                     info = event.rejection
                     raise FlouError.from_info(info["reason"], info["message"], info["metadata"])
-                record = await self._db(self.store.instance, instance_id)
-                return _Outcome(record, event.fired)
+                return _Outcome(await self._db(self.store.head, instance_id), event.fired)
             waiting: asyncio.Future[Any] = asyncio.ensure_future(signal.wait())
             either: set[asyncio.Future[Any]] = {future, waiting}
             try:
@@ -585,8 +630,8 @@ class AsyncRuntime:
 
     def _notified(self, channel: str, instance_id: str) -> None:
         """Another process committed a change: new work to claim, or new events to watch."""
-        if channel in (WORK_CHANNEL, RECONNECTED):
-            self._wake.set()
+        if channel == RECONNECTED or (channel == WORK_CHANNEL and not self._nudge(instance_id)):
+            self._wake.set()  # work for an instance none of our workers holds: claim it
         if channel == EVENTS_CHANNEL:
             self._changed(instance_id)
         elif channel == RECONNECTED:  # notifications may have been lost: everyone looks again
@@ -613,7 +658,7 @@ class AsyncRuntime:
                 _log.exception("claiming work failed; trying again")
                 claimed = []
             for instance_id in claimed:
-                if instance_id not in self._workers:
+                if not self._nudge(instance_id):
                     self._workers[instance_id] = asyncio.get_running_loop().create_task(
                         self._work(instance_id), name=f"flou-worker:{instance_id}"
                     )
@@ -642,13 +687,33 @@ class AsyncRuntime:
             future.set_result(outcome)
 
     async def _work(self, instance_id: str) -> None:
+        """Works through one claimed instance's mailbox, then keeps it for `linger` seconds.
+
+        Holding the lease a while longer spares the next burst a claim and a
+        release: a caller driving the instance step by step finds its worker
+        still there. New work wakes the worker through `_nudge` (an enqueue
+        here, a notification from another runtime, a claim that found it).
+        """
+        nudged = self._nudges[instance_id] = asyncio.Event()
         try:
+            snapshot = await self._db(self.store.head, instance_id)
             while not self._closed:
-                instance, work = await self._db(self.store.head, instance_id)
+                work = snapshot.next
                 if work is None:
-                    await self._db(self.store.release, self.owner, instance_id)
-                    break
-                await self._process(instance, work)
+                    try:
+                        async with asyncio.timeout(self.linger):
+                            await nudged.wait()
+                    except TimeoutError:
+                        break
+                else:
+                    nudged.clear()  # what the step's snapshot misses wakes us again
+                    after = await self._process(snapshot, work)
+                    if after is not None:
+                        snapshot = after
+                        continue
+                nudged.clear()
+                snapshot = await self._db(self.store.head, instance_id)
+            await self._db(self.store.release, self.owner, instance_id)
         except LeaseLostError:
             _log.warning("instance %s: lease lost to another runtime; step abandoned", instance_id)
         except FlouError as exc:  # the instance itself is gone or unreadable
@@ -656,24 +721,32 @@ class AsyncRuntime:
         finally:
             if self._workers.get(instance_id) is asyncio.current_task():
                 del self._workers[instance_id]
+                del self._nudges[instance_id]
             self._changed(instance_id)
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
 
-    async def _process(self, instance: InstanceRecord, work: WorkRecord) -> None:
+    def _nudge(self, instance_id: str) -> bool:
+        """Wakes this runtime's worker of the instance, if it has one."""
+        nudged = self._nudges.get(instance_id)
+        if nudged is not None:
+            nudged.set()
+        return nudged is not None
+
+    async def _process(self, snapshot: Snapshot, work: WorkRecord) -> Snapshot | None:
+        """Takes one step; returns the instance as it left it, or None to read it afresh."""
+        instance = snapshot.instance
         instance_id = instance.id
         hosted = self.registry.get(instance.machine)
         if work.expected_revision and work.expected_revision != instance.revision:
-            await self._reject(
+            return await self._reject(
                 instance,
                 work,
                 RevisionConflictError(instance_id, work.expected_revision, instance.revision),
             )
-            return
         item = work.item
         if isinstance(item, Execute):
-            await self._execute(instance, hosted, work, item)
-            return
+            return await self._execute(snapshot, hosted, work, item)
         try:
             if isinstance(item, Transition):
                 step = hosted.transition(instance_id, instance.document, item)
@@ -683,15 +756,14 @@ class AsyncRuntime:
                 step = hosted.update_state(instance_id, instance.document, item)
                 kind = EventKind.STATE_UPDATED
         except FlouError as exc:
-            await self._reject(instance, work, exc)
-            return
+            return await self._reject(instance, work, exc)
         except Exception:
             _log.exception("instance %s: work item %s failed unexpectedly", instance_id, work.id)
-            await self._reject(instance, work, InternalError())
-            return
+            return await self._reject(instance, work, InternalError())
         fired = _fired_json(step.fired)
-        record = await self._commit(instance, step, kind, work, fired=fired)
-        self._resolve(work.id, _Outcome(record, fired))
+        after = await self._commit(instance, step, kind, work, fired=fired)
+        self._resolve(work.id, _Outcome(after, fired))
+        return after
 
     async def _commit(
         self,
@@ -702,7 +774,7 @@ class AsyncRuntime:
         *,
         fired: list[JsonObject] | None = None,
         error: JsonObject | None = None,
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         event = EventRecord(
             instance.id,
             0,
@@ -713,7 +785,7 @@ class AsyncRuntime:
             error=error,
             request_id=work.request_id,
         )
-        record = await self._db(
+        after = await self._db(
             self.store.commit,
             instance.id,
             instance.revision,
@@ -723,10 +795,13 @@ class AsyncRuntime:
             [WorkRecord(_new_id(), new) for new in step.work],
             self.owner,
         )
+        self._remember(after.instance)
         self._changed(instance.id)
-        return record
+        return after
 
-    async def _reject(self, instance: InstanceRecord, work: WorkRecord, error: FlouError) -> None:
+    async def _reject(
+        self, instance: InstanceRecord, work: WorkRecord, error: FlouError
+    ) -> Snapshot:
         event = EventRecord(
             instance.id,
             0,
@@ -736,7 +811,7 @@ class AsyncRuntime:
             rejection=error.to_info(),
             request_id=work.request_id,
         )
-        await self._db(
+        after = await self._db(
             self.store.commit,
             instance.id,
             instance.revision,
@@ -748,10 +823,12 @@ class AsyncRuntime:
         )
         self._changed(instance.id)
         self._resolve(work.id, error)
+        return after
 
     async def _execute(
-        self, instance: InstanceRecord, hosted: Machine, work: WorkRecord, item: Execute
-    ) -> None:
+        self, snapshot: Snapshot, hosted: Machine, work: WorkRecord, item: Execute
+    ) -> Snapshot | None:
+        instance = snapshot.instance
         calls = 0
         loop = asyncio.get_running_loop()
 
@@ -766,8 +843,9 @@ class AsyncRuntime:
         execution = hosted.prepare(instance.id, instance.document, item, append_hook)
         if execution is None:
             await self._db(self.store.discard, instance.id, work.id)
-            self._resolve(work.id, _Outcome(instance, []))
-            return
+            after = await self._db(self.store.head, instance.id)
+            self._resolve(work.id, _Outcome(after, []))
+            return after
         try:
             if inspect.iscoroutinefunction(type(execution.node).run):
                 await _awaited(execution.run())
@@ -776,17 +854,17 @@ class AsyncRuntime:
                 result = await loop.run_in_executor(self._user_threads, execution.run)
                 if inspect.isawaitable(result):
                     await result
-            record = await self._apply(instance, hosted, work, item, execution.effects)
+            after = await self._apply(instance, hosted, work, item, execution.effects)
         except (LeaseLostError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the user's code, or what it queued, failed
-            await self._failed(instance.id, hosted, work, item, exc)
-            return
-        self._resolve(work.id, _Outcome(record, []))  # its commit forgot its failures
+            return await self._failed(snapshot, hosted, work, item, exc)
+        self._resolve(work.id, _Outcome(after, []))  # its commit forgot its failures
+        return after
 
     async def _apply(
         self, read: InstanceRecord, hosted: Machine, work: WorkRecord, item: Execute, effects: Any
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         """Applies a run's effects to the document it read; to the latest if that moved on.
 
         Only atomic appends commit while a run runs (the mailbox serializes the
@@ -801,11 +879,16 @@ class AsyncRuntime:
                 latest = await self._db(self.store.instance, latest.id)
 
     async def _failed(
-        self, instance_id: str, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
-    ) -> None:
-        previous = {e.work_item_id: e for e in await self._db(self.store.errors, instance_id)}
+        self, snapshot: Snapshot, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
+    ) -> Snapshot | None:
+        """Records a failed run; retries it after a backoff, or marks its node `error`.
+
+        The snapshot's errors are current: only the lease holder writes them.
+        """
+        instance_id = snapshot.instance.id
+        previous = {e.work_item_id: e for e in snapshot.errors}
         attempts = (previous[work.id].attempts if work.id in previous else 0) + 1
-        instance = await self._db(self.store.instance, instance_id)
+        instance = await self._db(self.store.instance, instance_id)  # appends may have moved it
         _, cls = hosted.path_of(instance_id, instance.document, item.fqn)
         retrying = attempts <= cls.retries
         error = ErrorRecord(
@@ -831,12 +914,13 @@ class AsyncRuntime:
         if retrying:
             delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            return
+            return None
         step = hosted.set_status(instance_id, instance.document, item.fqn, ERROR)
-        record = await self._commit(
+        after = await self._commit(
             instance, step, EventKind.FAILED, work, error=_error_json(error)
         )
-        self._resolve(work.id, _Outcome(record, []))
+        self._resolve(work.id, _Outcome(after, []))
+        return after
 
     def _append(
         self, instance_id: str, fqn: str, key: str, value: Any, request_id: str, dedup: str
@@ -936,50 +1020,41 @@ class AsyncRuntime:
 
     # --- views ----------------------------------------------------------------------------------
 
-    async def _view(self, record: InstanceRecord) -> Instance:
-        hosted = self.registry.get(record.machine)
-        pending = len(await self._db(self.store.pending, record.id))
-        errors = await self._db(self.store.errors, record.id)
-        nodes = hosted.nodes(record.document)  # one walk of the tree for both uses
-        statuses = [status for _, status in nodes]
-        if ERROR in statuses:
-            status = InstanceStatus.FAILED
-        elif pending:
-            status = InstanceStatus.RUNNING
-        else:
-            status = InstanceStatus.WAITING
-        return Instance(
-            id=record.id,
-            machine=record.machine,
-            revision=record.revision,
-            status=status,
-            state=json_copy(record.document),
-            active_states=tuple(fqn for fqn, status in nodes if status == ACTIVE),
-            pending_work_count=pending,
-            errors=tuple(_step_error(e) for e in errors),
-            create_time=record.create_time,
-            update_time=record.update_time,
-        )
-
     async def _view_at(self, record: InstanceRecord, revision: int) -> Instance:
         document: JsonObject = {}
         update_time = record.create_time
         for event in await self._db(self.store.events, record.id, 1, revision):
             document = apply_patch(document, event.patch)
             update_time = event.create_time
-        hosted = self.registry.get(record.machine)
-        return Instance(
-            id=record.id,
-            machine=record.machine,
-            revision=revision,
-            status=InstanceStatus.RUNNING,
-            state=document,
-            active_states=tuple(hosted.active_states(document)),
-            pending_work_count=0,
-            errors=(),
-            create_time=record.create_time,
-            update_time=update_time,
-        )
+        at = replace(record, revision=revision, document=document, update_time=update_time)
+        return _view(self.registry, Snapshot(at, None, 0, ()), InstanceStatus.RUNNING)
+
+
+def _view(
+    registry: Registry, snapshot: Snapshot, status: InstanceStatus | None = None
+) -> Instance:
+    """What callers see of an instance; `status` None: from its nodes and mailbox."""
+    record = snapshot.instance
+    nodes = registry.get(record.machine).nodes(record.document)  # one walk for both uses
+    if status is None:
+        if any(node_status == ERROR for _, node_status in nodes):
+            status = InstanceStatus.FAILED
+        elif snapshot.pending:
+            status = InstanceStatus.RUNNING
+        else:
+            status = InstanceStatus.WAITING
+    return Instance(
+        id=record.id,
+        machine=record.machine,
+        revision=record.revision,
+        status=status,
+        state=json_copy(record.document),
+        active_states=tuple(fqn for fqn, node_status in nodes if node_status == ACTIVE),
+        pending_work_count=snapshot.pending,
+        errors=tuple(_step_error(e) for e in snapshot.errors),
+        create_time=record.create_time,
+        update_time=record.update_time,
+    )
 
 
 async def _awaited(value: Awaitable[None] | None) -> None:

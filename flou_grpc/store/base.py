@@ -26,6 +26,7 @@ from flou_grpc.store.records import (
     EventRecord,
     InstanceRecord,
     RequestRecord,
+    Snapshot,
     WorkRecord,
 )
 
@@ -86,8 +87,8 @@ class Store(Protocol):
         """The mailbox, in `seq` order (empty for an unknown instance)."""
         ...
 
-    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
-        """The instance and the first item of its mailbox (None if empty), in one read.
+    def head(self, instance_id: str) -> Snapshot:
+        """The instance, the head of its mailbox, its size and the kept errors, in one read.
 
         Raises:
             InstanceNotFoundError: No instance has that id.
@@ -103,12 +104,14 @@ class Store(Protocol):
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
         The event's `instance_id` and `revision` are set by the store. `done`
-        (a work item id) leaves the mailbox, and its failures are forgotten
-        unless the event is the `failed` one; `work` joins its end.
+        (a work item id, the first of the mailbox: items are processed in
+        order) leaves the mailbox, and its failures are forgotten
+        unless the event is the `failed` one; `work` joins its end. Returns
+        the instance as the commit left it, read in the same transaction.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.

@@ -18,6 +18,7 @@ more subclass here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -48,6 +49,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import TextClause
 
 from flou_grpc.engine.document import Path
 from flou_grpc.store.schema import UtcDateTime, events, instances
@@ -59,13 +61,26 @@ dumps = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(","
 match object keys by their text as written; see `SqliteDialect.json_path`)."""
 
 
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+@functools.cache
+def _notify_statement(count: int) -> TextClause:
+    calls = ", ".join(f"pg_notify(:channel{n}, :payload{n})" for n in range(count))
+    return text(f"SELECT {calls}")
+
+
+def _notify_params(notices: Sequence[tuple[str, str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for n, (channel, payload) in enumerate(notices):
+        params[f"channel{n}"], params[f"payload{n}"] = channel, payload
+    return params
 
 
 class SqlDialect(ABC):
     """The backend-specific pieces of the SQL store."""
 
     name: ClassVar[str]
+    read_options: ClassVar[Mapping[str, Any]] = {}
+    """Execution options of read-only transactions, so that all their statements
+    see one snapshot (SQLite's transactions in WAL mode already do)."""
 
     @abstractmethod
     def configure(self, engine: Engine) -> None:
@@ -137,8 +152,12 @@ class SqlDialect(ABC):
     def is_transient(self, error: BaseException) -> bool:
         """Whether `error` may go away when the whole transaction is tried again."""
 
-    def notify(self, conn: Connection, channel: str, payload: str) -> None:  # noqa: B027
-        """Tells other processes, when the transaction commits (nothing by default).
+    def notify(  # noqa: B027 (optional hook)
+        self, conn: Connection, notices: Sequence[tuple[str, str]]
+    ) -> None:
+        """Sends (channel, payload) notices to other processes at commit, in one statement.
+
+        Nothing by default.
 
         SQLite serves one process: its runtime wakes itself.
         """
@@ -300,6 +319,7 @@ class PostgresDialect(SqlDialect):
     """
 
     name = "postgresql"
+    read_options: ClassVar[Mapping[str, Any]] = {"isolation_level": "REPEATABLE READ"}
 
     # Class 08 connection exception, 53 insufficient resources, 57 operator
     # intervention (admin shutdown, cannot connect now, ...).
@@ -377,9 +397,10 @@ class PostgresDialect(SqlDialect):
         """`FOR UPDATE SKIP LOCKED`."""
         return query.with_for_update(skip_locked=True)
 
-    def notify(self, conn: Connection, channel: str, payload: str) -> None:
-        """`pg_notify`: delivered to every listener when the transaction commits."""
-        conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+    def notify(self, conn: Connection, notices: Sequence[tuple[str, str]]) -> None:
+        """`pg_notify`, once per notice in one SELECT: delivered at commit to every listener."""
+        if notices:
+            conn.execute(_notify_statement(len(notices)), _notify_params(notices))
 
     def migration_lock(self, conn: Connection) -> None:
         """A transaction-level advisory lock."""

@@ -33,6 +33,7 @@ from flou_grpc.store.records import (
     EventRecord,
     InstanceRecord,
     RequestRecord,
+    Snapshot,
     WorkRecord,
     utcnow,
 )
@@ -110,11 +111,15 @@ class MemoryStore:
             self.instance(instance_id)
             return self._enqueue(instance_id, work)
 
-    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
-        """The instance and the first item of its mailbox (None if empty), read together."""
+    def head(self, instance_id: str) -> Snapshot:
+        """The instance, the head of its mailbox, its size and the kept errors, read together."""
         with self._lock:
-            mailbox = self._mailboxes.get(instance_id)
-            return self.instance(instance_id), mailbox[0] if mailbox else None
+            return self._snapshot(self.instance(instance_id))
+
+    def _snapshot(self, record: InstanceRecord) -> Snapshot:
+        mailbox = self._mailboxes.get(record.id, [])
+        errors = tuple(self._errors.get(record.id, {}).values())
+        return Snapshot(record, mailbox[0] if mailbox else None, len(mailbox), errors)
 
     def pending(self, instance_id: str) -> list[WorkRecord]:
         """The instance's mailbox, oldest first."""
@@ -132,8 +137,10 @@ class MemoryStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         """Commits one step: document, revision + 1, its event, the item done, new work.
+
+        Returns the instance as the commit left it.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
@@ -145,8 +152,11 @@ class MemoryStore:
                 raise RevisionConflictError(instance_id, revision, current.revision)
             if owner and self._lease_owner(instance_id) != owner:
                 raise LeaseLostError(instance_id, owner)
-            if done is not None and all(r.id != done for r in self._mailboxes[instance_id]):
+            mailbox = self._mailboxes[instance_id]
+            if done is not None and all(r.id != done for r in mailbox):
                 raise LeaseLostError(instance_id, owner)  # processed elsewhere: a stale step
+            if done is not None and mailbox[0].id != done:
+                raise ValueError(f"work item {done!r} is not the first of the mailbox")
             record = replace(
                 current, revision=revision + 1, document=document, update_time=utcnow()
             )
@@ -159,7 +169,7 @@ class MemoryStore:
                 if event.kind != "failed":  # the item is resolved
                     self._errors[instance_id].pop(done, None)
             self._enqueue(instance_id, work)
-            return record
+            return self._snapshot(record)
 
     def discard(self, instance_id: str, work_item_id: str) -> None:
         """Removes a work item that needs no step (a node no longer queued)."""
@@ -193,7 +203,7 @@ class MemoryStore:
                 replace(event, patch=writer.ops),
                 None,
             )
-            answer = (json_copy(writer.get(path)), record.revision)
+            answer = (json_copy(writer.get(path)), record.instance.revision)
             if dedup:
                 self._appends[dedup] = answer
             return answer

@@ -17,6 +17,7 @@ __all__ = [
     "EventRecord",
     "InstanceRecord",
     "RequestRecord",
+    "Snapshot",
     "WorkRecord",
     "utcnow",
 ]
@@ -94,3 +95,21 @@ class RequestRecord:
     """A digest of the request's body: the same id with another body is an error."""
     response: JsonObject
     """The first answer, as JSON (the runtime decides its shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An instance as one transaction saw it: what a worker and a reader need next.
+
+    Returned by `Store.head` and by `Store.commit` (as the commit left the
+    instance), so that a worker learns its next item, and a caller its
+    answer, without another transaction.
+    """
+
+    instance: InstanceRecord
+    next: WorkRecord | None
+    """The first item of the mailbox, None if it is empty."""
+    pending: int
+    """How many items the mailbox holds."""
+    errors: tuple[ErrorRecord, ...]
+    """The failures kept for the instance's work items, first recorded first."""

@@ -67,6 +67,7 @@ from flou_grpc.store.records import (
     EventRecord,
     InstanceRecord,
     RequestRecord,
+    Snapshot,
     WorkRecord,
     utcnow,
 )
@@ -115,6 +116,19 @@ def _work(row: AnyRow) -> WorkRecord:
         request_id=row.request_id,
         expected_revision=row.expected_revision,
         seq=row.seq,
+    )
+
+
+def _next_work(row: AnyRow) -> WorkRecord | None:
+    """The mailbox's first item from a `_SNAPSHOT` row (its columns prefixed `w_`)."""
+    if row.w_id is None:
+        return None
+    return WorkRecord(
+        id=row.w_id,
+        item=from_json(row.w_item),
+        request_id=row.w_request_id,
+        expected_revision=row.w_expected_revision,
+        seq=row.w_seq,
     )
 
 
@@ -195,9 +209,59 @@ _SELECT_PENDING = (
     .where(work_items.c.instance_id == bindparam("id"))
     .order_by(work_items.c.seq)
 )
-_DELETE_WORK = delete(work_items).where(
-    work_items.c.instance_id == bindparam("b_id"), work_items.c.id == bindparam("b_work_id")
+
+
+def _snapshot_query(*columns: Any) -> Any:
+    """One statement for a `Snapshot`: `columns` of the instance and the rest.
+
+    The rest: the mailbox's size and first item (`w_*` columns, NULL when
+    empty), and whether any error is kept. Items of `seq` <= `:after` are
+    known to be gone: bounding the index scan by it skips the dead index
+    entries a busy mailbox leaves until vacuum.
+    """
+    queued = work_items.alias("queued")  # the mailbox, apart from its first item's join
+    first_seq = (
+        select(func.min(queued.c.seq))
+        .where(queued.c.instance_id == instances.c.id, queued.c.seq > bindparam("after"))
+        .correlate(instances)
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.count())
+        .select_from(queued)
+        .where(queued.c.instance_id == instances.c.id, queued.c.seq > bindparam("after"))
+        .correlate(instances)
+        .scalar_subquery()
+        .label("pending")
+    )
+    failed = exists().where(errors.c.instance_id == instances.c.id).label("failed")
+    return (
+        select(
+            *columns,
+            pending,
+            failed,
+            *(c.label(f"w_{c.name}") for c in work_items.c if c.name != "instance_id"),
+        )
+        .select_from(
+            instances.outerjoin(
+                work_items,
+                (work_items.c.instance_id == instances.c.id) & (work_items.c.seq == first_seq),
+            )
+        )
+        .where(instances.c.id == bindparam("id"))
+    )
+
+
+_DELETE_WORK = (
+    delete(work_items)
+    .where(
+        work_items.c.instance_id == bindparam("b_id"), work_items.c.id == bindparam("b_work_id")
+    )
+    .returning(work_items.c.seq)
 )
+
+_HEAD = _snapshot_query(*_INSTANCE_COLUMNS)
+_AFTER_COMMIT = _snapshot_query()
 
 _SELECT_ERRORS = (
     select(errors)
@@ -337,7 +401,7 @@ class SqlStore:
         def attempt(number: int) -> T:
             if not write:
                 with self._engine.connect() as conn:
-                    conn.execution_options(flou_write=False)
+                    conn.execution_options(flou_write=False, **self._dialect.read_options)
                     with conn.begin():
                         return body(conn, number)
             with self._dialect.writing(), self._engine.connect() as conn, conn.begin():
@@ -374,14 +438,17 @@ class SqlStore:
     ) -> None:
         row = self._event_row(event, token)
         conn.execute(_INSERT_EVENT, {**row, "instance_id": instance_id, "revision": revision})
-        self._dialect.notify(conn, EVENTS_CHANNEL, instance_id)
+
+    def _notify(self, conn: Connection, instance_id: str, *, event: bool, work: bool) -> None:
+        """Tells other processes, at commit, of the instance's new event and/or work."""
+        channels = ((EVENTS_CHANNEL,) if event else ()) + ((WORK_CHANNEL,) if work else ())
+        self._dialect.notify(conn, [(channel, instance_id) for channel in channels])
 
     def _insert_work(
         self, conn: Connection, instance_id: str, work: Sequence[WorkRecord]
     ) -> list[WorkRecord]:
         if not work:
             return []
-        self._dialect.notify(conn, WORK_CHANNEL, instance_id)
         rows = [
             {
                 "instance_id": instance_id,
@@ -396,10 +463,11 @@ class SqlStore:
         return [replace(record, seq=seq) for record, seq in zip(work, seqs, strict=True)]
 
     @staticmethod
-    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> bool:
-        """Deletes a work item; False if it was not there."""
-        result = conn.execute(_DELETE_WORK, {"b_id": instance_id, "b_work_id": work_item_id})
-        return bool(result.rowcount)
+    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> int | None:
+        """Deletes a work item; its seq, None if it was not there."""
+        params = {"b_id": instance_id, "b_work_id": work_item_id}
+        seq: int | None = conn.execute(_DELETE_WORK, params).scalar()
+        return seq
 
     # --- instances ----------------------------------------------------------------------
 
@@ -429,6 +497,7 @@ class SqlStore:
                 raise InstanceAlreadyExistsError(record.id)
             self._insert_event(conn, event, record.id, 1, token)
             self._insert_work(conn, record.id, work)
+            self._notify(conn, record.id, event=True, work=bool(work))
             return record
 
         return self._run("create", body)
@@ -473,6 +542,7 @@ class SqlStore:
             # The row lock orders concurrent enqueues: seq order is commit order.
             if self._lock_instance(conn, instance_id) is None:
                 raise InstanceNotFoundError(instance_id)
+            self._notify(conn, instance_id, event=False, work=bool(work))
             return self._insert_work(conn, instance_id, work)
 
         return self._run("enqueue", body)
@@ -485,21 +555,35 @@ class SqlStore:
 
         return self._run("pending", body, write=False)
 
-    def head(self, instance_id: str) -> tuple[InstanceRecord, WorkRecord | None]:
-        """The instance and the first item of its mailbox (None if empty), read together.
+    def head(self, instance_id: str) -> Snapshot:
+        """The instance, the head of its mailbox, its size and the kept errors, read together.
 
         Raises:
             InstanceNotFoundError: No instance has that id.
         """
 
-        def body(conn: Connection, attempt: int) -> tuple[InstanceRecord, WorkRecord | None]:
-            row = conn.execute(_SELECT_INSTANCE, {"id": instance_id}).first()
+        def body(conn: Connection, attempt: int) -> Snapshot:
+            row = conn.execute(_HEAD, {"id": instance_id, "after": 0}).first()
             if row is None:
                 raise InstanceNotFoundError(instance_id)
-            first = conn.execute(_SELECT_PENDING.limit(1), {"id": instance_id}).first()
-            return _instance(row), None if first is None else _work(first)
+            return self._snapshot(conn, _instance(row), row)
 
         return self._run("head", body, write=False)
+
+    @staticmethod
+    def _snapshot(
+        conn: Connection, record: InstanceRecord, row: AnyRow | None = None, after: int = 0
+    ) -> Snapshot:
+        """A `Snapshot` of `record` from its `_snapshot_query` row (read now if not given).
+
+        `after`: a seq no item of the mailbox is at or below (one just removed).
+        """
+        if row is None:
+            row = conn.execute(_AFTER_COMMIT, {"id": record.id, "after": after}).one()
+        kept: tuple[ErrorRecord, ...] = ()
+        if row.failed:  # rare: read them only then
+            kept = tuple(_error(e) for e in conn.execute(_SELECT_ERRORS, {"id": record.id}))
+        return Snapshot(record, _next_work(row), row.pending, kept)
 
     def discard(self, instance_id: str, work_item_id: str) -> None:
         """Removes a work item that needs no step (its node is no longer queued)."""
@@ -520,11 +604,12 @@ class SqlStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
         The event's `instance_id` and `revision` are set by the store. `done`
-        (a work item id) leaves the mailbox; `work` joins its end.
+        (a work item id) leaves the mailbox; `work` joins its end. Returns the
+        instance as the commit left it (read in the same transaction).
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
@@ -548,23 +633,29 @@ class SqlStore:
                 instance_id, machine, revision + 1, document, create_time, update_time=now
             )
 
-        def body(conn: Connection, attempt: int) -> InstanceRecord:
+        def body(conn: Connection, attempt: int) -> Snapshot:
             if attempt > 1:
                 current = self._lock_instance(conn, instance_id)
                 if current is not None and self._committed(conn, instance_id, token) is not None:
-                    return record(current.machine, current.create_time)
+                    return self._snapshot(conn, record(current.machine, current.create_time))
             row = conn.execute(statement, params).first()
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
             self._insert_event(conn, event, instance_id, revision + 1, token)
-            if done is not None and not self._remove_work(conn, instance_id, done):
-                # Another runtime processed it meanwhile (after our lease ran out and
-                # before we got it back): this step is stale, and rolls back whole.
-                raise LeaseLostError(instance_id, owner)
-            if done is not None and event.kind != "failed":  # the item is resolved
-                conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
+            done_seq = 0
+            if done is not None:
+                removed = self._remove_work(conn, instance_id, done)
+                if removed is None:
+                    # Another runtime processed it meanwhile (after our lease ran out and
+                    # before we got it back): this step is stale, and rolls back whole.
+                    raise LeaseLostError(instance_id, owner)
+                # Items are processed in seq order: none of the mailbox is at or below it.
+                done_seq = removed
+                if event.kind != "failed":  # the item is resolved
+                    conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
             self._insert_work(conn, instance_id, work)
-            return record(row.machine, row.create_time)
+            self._notify(conn, instance_id, event=True, work=bool(work))
+            return self._snapshot(conn, record(row.machine, row.create_time), after=done_seq)
 
         return self._run("commit", body)
 
@@ -631,6 +722,7 @@ class SqlStore:
                     f"instance {instance_id!r}, but a read finds one"
                 )
             revision, items = appended
+            self._notify(conn, instance_id, event=True, work=False)
             if dedup:
                 conn.execute(
                     _FILL_APPEND, {"b_key": dedup, "b_revision": revision, "b_result": items}

@@ -37,7 +37,7 @@ from typing import Any
 
 from flou_grpc import LTM, AsyncRuntime
 from flou_grpc.engine.document import JsonObject, Path
-from flou_grpc.store.records import EventRecord, InstanceRecord, WorkRecord
+from flou_grpc.store.records import EventRecord, Snapshot, WorkRecord
 from flou_grpc.store.sql import SqlStore
 
 READY = "ready"
@@ -176,13 +176,13 @@ class PhasedStore:
         if self._marks:
             os.write(1, f"{phase} {instance_id}\n".encode())
 
-    def head(self, instance_id: str) -> tuple[Any, WorkRecord | None]:
+    def head(self, instance_id: str) -> Snapshot:
         # The worker's read of its next item: a step begins here.
-        instance, found = self._store.head(instance_id)
-        self._mark(BEFORE_RUN if found else IDLE, instance_id)
-        if found:
+        snapshot = self._store.head(instance_id)
+        self._mark(BEFORE_RUN if snapshot.next else IDLE, instance_id)
+        if snapshot.next:
             pause()
-        return instance, found
+        return snapshot
 
     def append(
         self, instance_id: str, path: Path, value: Any, event: EventRecord, dedup: str = ""
@@ -200,16 +200,19 @@ class PhasedStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
-    ) -> InstanceRecord:
+    ) -> Snapshot:
         after_run = event.kind == "executed"
         self._mark(AFTER_RUN if after_run else BEFORE_COMMIT, instance_id)
         pause()
         if after_run:  # twice as long: the narrowest window otherwise, the least hit
             pause()
-        record = self._store.commit(instance_id, revision, document, event, done, work, owner)
+        snapshot = self._store.commit(instance_id, revision, document, event, done, work, owner)
         self._mark(COMMITTED, instance_id)
         pause()
-        return record
+        if snapshot.next:  # the commit read the next item too: its step begins here
+            self._mark(BEFORE_RUN, instance_id)
+            pause()
+        return snapshot
 
 
 async def serve(url: str, lease: float, poll: float, marks: bool) -> None:

@@ -38,6 +38,7 @@ from flou_grpc.store.records import (
     EventRecord,
     InstanceRecord,
     RequestRecord,
+    Snapshot,
     WorkRecord,
 )
 from flou_grpc.store.retry import RetryPolicy, deadline, run_retrying
@@ -211,12 +212,13 @@ def test_enqueue_to_an_unknown_instance_is_not_found(store):
 def test_head_reads_the_instance_with_the_first_item_of_its_mailbox(store):
     make(store, work_ids=("w-1", "w-2"))
 
-    instance, first = store.head("i-1")
-    assert instance == store.instance("i-1")
-    assert first == store.pending("i-1")[0]
+    snapshot = store.head("i-1")
+    assert snapshot.instance == store.instance("i-1")
+    assert snapshot.next == store.pending("i-1")[0]
+    assert (snapshot.pending, snapshot.errors) == (2, ())
     store.discard("i-1", "w-1")
     store.discard("i-1", "w-2")
-    assert store.head("i-1") == (instance, None)
+    assert store.head("i-1") == Snapshot(snapshot.instance, None, 0, ())
     with pytest.raises(InstanceNotFoundError):
         store.head("nope")
 
@@ -241,7 +243,7 @@ def test_discard_removes_one_item_only(store):
 def test_commit_stores_the_step_at_the_next_revision(store):
     make(store, work_ids=("w-1", "w-2"))
 
-    record = store.commit(
+    snapshot = store.commit(
         "i-1",
         1,
         {"log": ["one"]},
@@ -250,6 +252,9 @@ def test_commit_stores_the_step_at_the_next_revision(store):
         [work("w-3")],
     )
 
+    assert snapshot == store.head("i-1")
+    assert [snapshot.next, snapshot.pending] == [store.pending("i-1")[0], 2]
+    record = snapshot.instance
     assert (record.id, record.machine, record.revision) == ("i-1", "door", 2)
     assert record.document == {"log": ["one"]}
     assert record.create_time == T0
@@ -416,7 +421,7 @@ def test_fenced_commit_fails_once_the_lease_is_taken_over(store):
 
     assert (caught.value.instance_id, caught.value.owner) == ("i-1", "one")
     assert store.instance("i-1").revision == 2
-    assert store.commit("i-1", 2, {"log": [2]}, step(), "w-2", owner="two").revision == 3
+    assert store.commit("i-1", 2, {"log": [2]}, step(), "w-2", owner="two").instance.revision == 3
     assert store.pending("i-1") == []
 
 
@@ -621,10 +626,13 @@ def test_committing_a_work_item_forgets_its_failures_unless_it_failed_for_good(s
     store.put_error("i-1", failure("w-1", 2))
     store.put_error("i-1", failure("w-2", 4))
 
-    store.commit("i-1", 1, {"log": [1]}, step(), "w-1")
-    store.commit("i-1", 2, {"log": [1]}, step(kind="failed"), "w-2")
+    first = store.commit("i-1", 1, {"log": [1]}, step(), "w-1")
+    last = store.commit("i-1", 2, {"log": [1]}, step(kind="failed"), "w-2")
 
     assert store.errors("i-1") == [failure("w-2", 4)]
+    assert first.errors == (failure("w-2", 4),)  # what the commit left, read in it
+    assert last.errors == (failure("w-2", 4),)
+    assert (last.next, last.pending) == (None, 0)
 
 
 def test_errors_of_an_unknown_instance_are_empty(store):
@@ -938,7 +946,10 @@ def test_a_commit_whose_answer_was_lost_is_applied_once(sql_store, caplog):
     make(sql_store)
     _lose_the_next_commit_answer(sql_store)
     with caplog.at_level(logging.WARNING, STORE_LOGGER):
-        record = sql_store.commit("i-1", 1, {"log": [1]}, step(), "w-1", [work("w-2")])
+        snapshot = sql_store.commit("i-1", 1, {"log": [1]}, step(), "w-1", [work("w-2")])
+    record = snapshot.instance
+    assert snapshot.next is not None
+    assert snapshot.next.id == "w-2"
     assert record.revision == 2
     assert record.document == {"log": [1]}
     assert [e.revision for e in sql_store.events("i-1")] == [1, 2]
