@@ -45,6 +45,7 @@ from flou_grpc.engine.registry import Registry
 from flou_grpc.engine.requests import payload_of, transition_item, update_item
 from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem, to_json
 from flou_grpc.errors import (
+    DeadlineExceededError,
     FlouError,
     InternalError,
     InvalidFieldError,
@@ -251,8 +252,12 @@ class AsyncRuntime:
         request_id: str = "",
         instance_id: str = "",
         wait: WaitMode = WaitMode.PROCESSED,
+        timeout: float | None = None,
     ) -> Instance:
         """Creates an instance of a registered machine and queues its root with `payload`.
+
+        `timeout`: seconds a SETTLED wait may last; past them the call raises
+        DeadlineExceededError (accepted: the instance exists and runs on).
 
         Raises:
             MachineNotFoundError, InstanceAlreadyExistsError, InvalidFieldError,
@@ -286,7 +291,13 @@ class AsyncRuntime:
             )
             self._changed(new_id)
             self._kick()
-            view = await (self.settle(new_id) if wait is WaitMode.SETTLED else self.get(new_id))
+            if wait is WaitMode.SETTLED:
+                try:
+                    view = await self.settle(new_id, timeout)
+                except TimeoutError:
+                    raise DeadlineExceededError(True, new_id) from None
+            else:
+                view = await self.get(new_id)
             return {"instance_id": new_id}, view
 
         async def replay(response: JsonObject) -> Instance:
@@ -305,6 +316,7 @@ class AsyncRuntime:
         request_id: str = "",
         expected_revision: int = 0,
         wait: WaitMode = WaitMode.PROCESSED,
+        timeout: float | None = None,
     ) -> TransitionResult:
         """Sends a labelled event to an instance, behind its pending work.
 
@@ -318,18 +330,23 @@ class AsyncRuntime:
             expected_revision: When not 0, reject unless the instance is still
                 at this revision when the transition's turn comes.
             wait: When to answer.
+            timeout: Seconds the wait may last once the event is enqueued.
 
         Raises:
             TransitionNotAllowedError, MissingParamError, RevisionConflictError
             (once processed); InstanceNotFoundError, InvalidFieldError,
-            RequestIdReusedError.
+            RequestIdReusedError; DeadlineExceededError (accepted: the event
+            is enqueued and will be processed; a repeat of the request_id
+            answers its work item id, without the fired transitions).
         """
         machine, since = await self._locate(instance_id)
         item = transition_item(label, namespace or machine, params, payload)
         return await self._once(
             request_id,
             ("transition", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(instance_id, item, request_id, expected_revision, wait, since),
+            lambda: self._submit(
+                instance_id, item, request_id, expected_revision, wait, since, timeout
+            ),
             self._replay_submit,
         )
 
@@ -342,6 +359,7 @@ class AsyncRuntime:
         request_id: str = "",
         expected_revision: int = 0,
         wait: WaitMode = WaitMode.PROCESSED,
+        timeout: float | None = None,
     ) -> Instance:
         """Sets dotted keys of a node's state (the root's by default), behind pending work.
 
@@ -354,7 +372,9 @@ class AsyncRuntime:
         result = await self._once(
             request_id,
             ("update_state", instance_id, to_json(item), expected_revision),
-            lambda: self._submit(instance_id, item, request_id, expected_revision, wait, since),
+            lambda: self._submit(
+                instance_id, item, request_id, expected_revision, wait, since, timeout
+            ),
             self._replay_submit,
         )
         return result.instance
@@ -448,6 +468,11 @@ class AsyncRuntime:
         events = await self._db(self.store.events, instance_id, from_revision, limit)
         return [_event(e) for e in events]
 
+    async def revisions(self, instance_id: str) -> tuple[int, int]:
+        """The oldest revision whose event is kept, and the current revision."""
+        record = await self._db(self.store.instance, instance_id)
+        return await self._db(self.store.oldest_revision, instance_id), record.revision
+
     async def settle(self, instance_id: str, timeout: float | None = None) -> Instance:
         """Waits until the instance has no pending work, and returns it.
 
@@ -470,6 +495,26 @@ class AsyncRuntime:
         Raises:
             RevisionOutOfRangeError: `from_revision` is not a kept revision.
         """
+        async for item in self.follow(instance_id, from_revision):
+            if isinstance(item, Instance):
+                yield item
+            else:
+                for event in item:
+                    yield event
+
+    async def follow(
+        self, instance_id: str, from_revision: int = 0, page: int = 256
+    ) -> AsyncGenerator[Instance | list[Event]]:
+        """`watch`, by pages: the instance, then lists of up to `page` events in order.
+
+        An empty list says the follower has caught up and now waits for the
+        next change (a local commit, a notification from another runtime, or
+        the poll): a streaming server uses it to tell a live watcher from one
+        still reading history.
+
+        Raises:
+            RevisionOutOfRangeError: `from_revision` is not a kept revision.
+        """
         snapshot = await self._db(self.store.head, instance_id)
         record = snapshot.instance
         start = from_revision or record.revision
@@ -483,11 +528,12 @@ class AsyncRuntime:
         after = start
         while True:
             signal = self._signal(instance_id)
-            events = await self._db(self.store.events, instance_id, after + 1, 256)
-            for event in events:
-                yield _event(event)
-                after = event.revision
-            if not events:
+            events = await self._db(self.store.events, instance_id, after + 1, page)
+            if events:
+                after = events[-1].revision
+                yield [_event(event) for event in events]
+            if len(events) < page:
+                yield []
                 await self._until(signal)
 
     async def _until(self, signal: asyncio.Event) -> None:
@@ -530,8 +576,13 @@ class AsyncRuntime:
         expected_revision: int,
         wait: WaitMode,
         since: int,
+        timeout: float | None = None,
     ) -> tuple[JsonObject, TransitionResult]:
-        """Enqueues one work item and waits as asked; `since` is a revision read before."""
+        """Enqueues one work item and waits as asked; `since` is a revision read before.
+
+        Raises:
+            DeadlineExceededError: `timeout` seconds passed after the enqueue.
+        """
         if expected_revision < 0:
             raise InvalidFieldError.of("expected_revision", "must be 0 (no check) or positive")
         record = WorkRecord(_new_id(), item, request_id, expected_revision)
@@ -546,14 +597,20 @@ class AsyncRuntime:
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
-            outcome = await self._processed(instance_id, record.id, since, future, first_signal)
+            try:
+                async with asyncio.timeout(timeout):
+                    outcome = await self._processed(
+                        instance_id, record.id, since, future, first_signal
+                    )
+                    instance = (
+                        await self.settle(instance_id)
+                        if wait is WaitMode.SETTLED
+                        else _view(self.registry, outcome.snapshot)
+                    )
+            except TimeoutError:
+                raise DeadlineExceededError(True, instance_id, record.id) from None
         finally:
             self._waiters.pop(record.id, None)
-        instance = (
-            await self.settle(instance_id)
-            if wait is WaitMode.SETTLED
-            else _view(self.registry, outcome.snapshot)
-        )
         result = TransitionResult(instance, outcome.fired, record.id)
         return self._submitted(result), result
 
@@ -986,6 +1043,15 @@ class AsyncRuntime:
             else:
                 try:
                     response, result = await compute()
+                except DeadlineExceededError as exc:
+                    if exc.accepted:  # it happened: a repeat answers it, and enqueues nothing
+                        accepted = {"instance_id": exc.instance_id, "fired": []}
+                        accepted["work_item_id"] = exc.work_item_id
+                        await self._db(
+                            self.store.put_request,
+                            RequestRecord(request_id, fingerprint, accepted),
+                        )
+                    raise
                 except FlouError as exc:
                     response = {"error": exc.to_info()}
                     await self._db(
@@ -999,7 +1065,10 @@ class AsyncRuntime:
                 return result
         except BaseException as exc:
             if not future.done():
-                if isinstance(exc, FlouError):
+                if isinstance(exc, DeadlineExceededError):  # this caller's deadline only
+                    future.set_exception(exc)
+                    future.exception()
+                elif isinstance(exc, FlouError):
                     future.set_result({"error": exc.to_info()})
                 else:
                     future.set_exception(exc)

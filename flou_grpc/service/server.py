@@ -1,32 +1,45 @@
-"""The server's composition root: builds the grpc.aio server and runs it.
+"""The server's composition root: builds the runtime, the grpc.aio server, and runs them.
 
-Today it serves the standard gRPC health service (`grpc.health.v1.Health`)
-and server reflection, which publishes the `flou.v1.FlouService` contract so
-that grpcurl, grpcui and load generators work without the .proto files. The
-FlouService RPCs are registered here once the runtime behind them exists;
-until then grpc answers them UNIMPLEMENTED.
+It serves `flou.v1.FlouService` (`FlouServicer`), the standard gRPC health
+service (`grpc.health.v1.Health`) and server reflection, so that grpcurl,
+grpcui and load generators work without the .proto files.
 
-Shutdown is graceful: on `stop`, health turns NOT_SERVING first (so load
-balancers drain the replica), then new RPCs are refused and in-flight ones get
-the grace period to finish.
+Start-up: the machines of `settings.app` are registered, the store opened
+(an empty database is migrated; a database at another schema version is an
+error), and only then does health say SERVING: a replica whose database is
+unreachable or unmigrated receives no traffic.
+
+Shutdown is graceful (`stop`, SIGTERM): health turns NOT_SERVING (load
+balancers drain the replica), Watch streams end with UNAVAILABLE
+`ERROR_REASON_SHUTTING_DOWN` (clients resume elsewhere from their last
+revision), new RPCs are refused, in-flight ones get the grace period, then the
+runtime stops: idle workers give their leases back, a step still running
+keeps its lease until it expires and another replica takes the instance over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
+import sys
+from pathlib import Path
 from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flou_grpc._proto.flou.v1 import flou_service_pb2
+from flou_grpc._proto.flou.v1 import flou_service_pb2, flou_service_pb2_grpc
 from flou_grpc.config import Settings
+from flou_grpc.engine.registry import Registry
+from flou_grpc.runtime.core import AsyncRuntime
+from flou_grpc.service.auth import TokenAuth
+from flou_grpc.service.servicer import FlouServicer
 
-__all__ = ["FLOU_SERVICE_NAME", "Server", "serve"]
+__all__ = ["FLOU_SERVICE_NAME", "Server", "load_app", "serve"]
 
 _log = logging.getLogger(__name__)
 
@@ -34,16 +47,60 @@ FLOU_SERVICE_NAME: Final = flou_service_pb2.DESCRIPTOR.services_by_name["FlouSer
 """The full name of the contract's service, `flou.v1.FlouService`."""
 
 
+def load_app(registry: Registry, modules: tuple[str, ...]) -> None:
+    """Registers the root machines of each module (`pkg.module`, or a path to a .py file).
+
+    Like other Python servers, the working directory is importable, so that
+    `--app examples.orders` finds `./examples/orders.py`.
+
+    Raises:
+        ImportError: A module cannot be imported.
+        InvalidDefinitionError: A machine is invalid, or two share a name.
+    """
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for module in modules:
+        if module.endswith(".py"):
+            path = Path(module).resolve()
+            name = path.stem
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {module}")
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[name] = loaded
+            spec.loader.exec_module(loaded)
+            module = name
+        registered = registry.register_module(module)
+        _log.info("serving %s from %s", ", ".join(m.name for m in registered) or "nothing", module)
+
+
 class Server:
-    """One grpc.aio server with health checking and reflection.
+    """One grpc.aio server over one `AsyncRuntime`.
 
     Use `start` then `stop`, or `async with Server(settings) as server:`;
     `port` is the port actually bound (useful with port 0).
+
+    Args:
+        settings: Address, app modules, database, TLS, tokens, limits.
+        runtime: A runtime to serve instead of one built from `settings`
+            (its machines are served; `settings.app` is added to them).
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._server = grpc.aio.server()
+    def __init__(self, settings: Settings, runtime: AsyncRuntime | None = None) -> None:
+        self.settings = settings
+        self._own_runtime = runtime is None
+        self._runtime = runtime
+        limits = settings.limits
+        interceptors = [TokenAuth(settings.auth_tokens)] if settings.auth_tokens else []
+        self._server = grpc.aio.server(
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -54,28 +111,84 @@ class Server:
             ],
             self._server,
         )
+        self.servicer: FlouServicer | None = None
         self.port = 0
 
+    @property
+    def runtime(self) -> AsyncRuntime:
+        """The runtime served (built by `start` when none was given)."""
+        if self._runtime is None:
+            raise RuntimeError("the server is not started")
+        return self._runtime
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        settings = self.settings
+        if not settings.tls:
+            return None
+        key = Path(settings.tls_key).read_bytes()
+        chain = Path(settings.tls_cert).read_bytes()
+        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(key, chain)],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
     async def start(self) -> int:
-        """Binds the address, starts serving and returns the bound port.
+        """Opens the runtime, binds the address, serves, and says SERVING; returns the port.
 
         Raises:
             RuntimeError: The address cannot be bound.
+            StoreUnavailableError, SchemaVersionError: The database is not usable.
+            ImportError, InvalidDefinitionError: The app cannot be loaded.
         """
+        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.set(FLOU_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._runtime is None:
+            registry = Registry()
+            load_app(registry, self.settings.app)
+            # Opening the store reaches the database and migrates an empty one.
+            self._runtime = await asyncio.to_thread(
+                AsyncRuntime, self.settings.database_url, registry=registry
+            )
+        else:
+            load_app(self._runtime.registry, self.settings.app)
+        await self._runtime.__aenter__()
+        self.servicer = FlouServicer(self._runtime, self.settings)
+        flou_service_pb2_grpc.add_FlouServiceServicer_to_server(self.servicer, self._server)
+        credentials = self._credentials()
         try:
-            self.port = self._server.add_insecure_port(self._settings.address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(self.settings.address)
+            else:
+                self.port = self._server.add_secure_port(self.settings.address, credentials)
         except RuntimeError as exc:  # grpc raises it when nothing could be bound
-            raise RuntimeError(f"cannot listen on {self._settings.address}: {exc}") from None
+            await self._close_runtime()
+            raise RuntimeError(f"cannot listen on {self.settings.address}: {exc}") from None
         await self._server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        _log.info("flou-grpc listening on %s:%d", self._settings.host, self.port)
+        await self._health.set(FLOU_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        _log.info(
+            "flou-grpc listening on %s:%d (%s, %d machines)",
+            self.settings.host,
+            self.port,
+            "TLS" if credentials else "plaintext",
+            len(self._runtime.registry),
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains and stops the server; in-flight RPCs get `grace` seconds (default: settings)."""
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(self._settings.shutdown_grace_seconds if grace is None else grace)
+        if self.servicer is not None:
+            await self.servicer.close()
+        await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await self._close_runtime()
         _log.info("flou-grpc stopped")
+
+    async def _close_runtime(self) -> None:
+        if self._runtime is not None and self._own_runtime:
+            await self._runtime.close()
 
     async def __aenter__(self) -> Server:
         await self.start()

@@ -21,8 +21,9 @@ from flou_grpc.service.server import Server
 
 
 @pytest.fixture
-async def server():
-    async with Server(Settings(port=0, shutdown_grace_seconds=1)) as running:
+async def server(sqlite_url):
+    settings = Settings(port=0, shutdown_grace_seconds=1, database_url=sqlite_url)
+    async with Server(settings) as running:
         yield running
 
 
@@ -87,11 +88,11 @@ async def test_stop_turns_health_not_serving_for_watchers(server, channel):
     assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def test_flou_rpcs_are_unimplemented_until_the_service_lands(channel):
+async def test_flou_rpcs_are_served(channel):
     stub = flou_service_pb2_grpc.FlouServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetInstance(flou_service_pb2.GetInstanceRequest(instance_id="x"), timeout=5)
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 def _serve(env_extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -104,13 +105,16 @@ def _serve(env_extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_serve_process_logs_its_port_and_exits_cleanly_on_sigterm():
-    with _serve({}, "--port", "0") as process:
+def test_serve_process_logs_its_port_and_exits_cleanly_on_sigterm(sqlite_url):
+    with _serve({"FLOU_DATABASE_URL": sqlite_url}, "--port", "0") as process:
         try:
             assert process.stderr is not None
-            line = process.stderr.readline()
-            port = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            assert port, line
+            port = None
+            for line in process.stderr:  # the log says the port once the server serves
+                port = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if port:
+                    break
+            assert port, "the server never logged its port"
             with grpc.insecure_channel(f"127.0.0.1:{port.group(1)}") as channel:
                 check = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=5
@@ -133,8 +137,8 @@ def test_serve_rejects_a_bad_setting_with_usage_exit_code():
     assert "FLOU_PORT='not-a-port' is not a valid int" in stderr
 
 
-def test_serve_fails_clearly_when_the_port_is_taken(server_port_in_use):
-    process = _serve({}, "--port", str(server_port_in_use))
+def test_serve_fails_clearly_when_the_port_is_taken(server_port_in_use, sqlite_url):
+    process = _serve({"FLOU_DATABASE_URL": sqlite_url}, "--port", str(server_port_in_use))
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 1
     assert f"cannot listen on 127.0.0.1:{server_port_in_use}" in stderr
