@@ -65,6 +65,7 @@ from flou_grpc.runtime.model import (
     TransitionResult,
     WaitMode,
 )
+from flou_grpc.runtime.observer import Observer
 from flou_grpc.runtime.stores import open_store
 from flou_grpc.store.base import (
     EVENTS_CHANNEL,
@@ -148,6 +149,7 @@ class AsyncRuntime:
             of their own, apart from the store's calls).
         store_threads: The threads that make the store's calls (each holds
             one database connection while it runs).
+        observer: Told of every committed step and failed run (metrics).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class AsyncRuntime:
         linger: float = 0.5,
         user_threads: int = 16,
         store_threads: int = 16,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
@@ -182,6 +185,8 @@ class AsyncRuntime:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._nudges: dict[str, asyncio.Event] = {}
         self._known: dict[str, tuple[str, int]] = {}
+        self._pending: dict[str, int] = {}
+        self.observer = observer or Observer()
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._inflight: dict[str, tuple[str, asyncio.Future[JsonObject]]] = {}
@@ -241,6 +246,16 @@ class AsyncRuntime:
                     self._calls -= 1
 
         return await asyncio.get_running_loop().run_in_executor(self._store_threads, counted)
+
+    @property
+    def pending_work(self) -> int:
+        """Work items waiting in the mailboxes of the instances this runtime holds."""
+        return sum(self._pending.values())
+
+    @property
+    def leased_instances(self) -> int:
+        """Instances this runtime holds a lease on (working, or lingering)."""
+        return len(self._workers)
 
     # --- mutations ------------------------------------------------------------------------
 
@@ -755,6 +770,7 @@ class AsyncRuntime:
         try:
             snapshot = await self._db(self.store.head, instance_id)
             while not self._closed:
+                self._pending[instance_id] = snapshot.pending
                 work = snapshot.next
                 if work is None:
                     try:
@@ -779,6 +795,7 @@ class AsyncRuntime:
             if self._workers.get(instance_id) is asyncio.current_task():
                 del self._workers[instance_id]
                 del self._nudges[instance_id]
+                self._pending.pop(instance_id, None)
             self._changed(instance_id)
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
@@ -853,6 +870,7 @@ class AsyncRuntime:
             self.owner,
         )
         self._remember(after.instance)
+        self.observer.step_committed(kind)
         self._changed(instance.id)
         return after
 
@@ -878,6 +896,7 @@ class AsyncRuntime:
             (),
             self.owner,
         )
+        self.observer.step_committed(EventKind.REJECTED)
         self._changed(instance.id)
         self._resolve(work.id, error)
         return after
@@ -959,6 +978,7 @@ class AsyncRuntime:
             item,
         )
         await self._db(self.store.put_error, instance_id, error)
+        self.observer.run_failed(instance.machine, item.fqn)
         _log.warning(
             "instance %s: %s failed (attempt %d of %d): %r",
             instance_id,

@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -37,7 +38,10 @@ from flou_grpc.config import Settings
 from flou_grpc.engine.registry import Registry
 from flou_grpc.runtime.core import AsyncRuntime
 from flou_grpc.service.auth import TokenAuth
+from flou_grpc.service.metrics import Metrics, StepCounter
+from flou_grpc.service.observe import RpcObserver
 from flou_grpc.service.servicer import FlouServicer
+from flou_grpc.store.retry import on_retry
 
 __all__ = ["FLOU_SERVICE_NAME", "Server", "load_app", "serve"]
 
@@ -91,7 +95,12 @@ class Server:
         self._own_runtime = runtime is None
         self._runtime = runtime
         limits = settings.limits
-        interceptors = [TokenAuth(settings.auth_tokens)] if settings.auth_tokens else []
+        self.metrics = Metrics()
+        interceptors: list[grpc.aio.ServerInterceptor] = [RpcObserver(self.metrics)]
+        if settings.auth_tokens:
+            interceptors.append(TokenAuth(settings.auth_tokens))
+        self._stop_counting_retries: Callable[[], None] | None = None
+        self.metrics_port: int | None = None
         self._server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
@@ -153,8 +162,29 @@ class Server:
             )
         else:
             load_app(self._runtime.registry, self.settings.app)
-        await self._runtime.__aenter__()
-        self.servicer = FlouServicer(self._runtime, self.settings)
+        runtime = self._runtime
+        runtime.observer = StepCounter(self.metrics)
+        self._stop_counting_retries = on_retry(
+            lambda operation: self.metrics.store_retries.labels(operation).inc()
+        )
+        await runtime.__aenter__()
+        self.servicer = FlouServicer(runtime, self.settings)
+        watchers = self.servicer.watchers
+        self.metrics.track(
+            lambda: runtime.pending_work, lambda: runtime.leased_instances, lambda: watchers.count
+        )
+        if self.settings.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(
+                    self.settings.host, self.settings.metrics_port
+                )
+            except OSError as exc:
+                await self._close_runtime()
+                raise RuntimeError(
+                    f"cannot serve metrics on {self.settings.host}:{self.settings.metrics_port}: "
+                    f"{exc.strerror}"
+                ) from None
+            _log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
         flou_service_pb2_grpc.add_FlouServiceServicer_to_server(self.servicer, self._server)
         credentials = self._credentials()
         try:
@@ -187,6 +217,10 @@ class Server:
         _log.info("flou-grpc stopped")
 
     async def _close_runtime(self) -> None:
+        self.metrics.close()
+        if self._stop_counting_retries is not None:
+            self._stop_counting_retries()
+            self._stop_counting_retries = None
         if self._runtime is not None and self._own_runtime:
             await self._runtime.close()
 

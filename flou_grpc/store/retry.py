@@ -30,7 +30,7 @@ from tenacity import (
 
 from flou_grpc.errors import StoreUnavailableError
 
-__all__ = ["RetryPolicy", "deadline", "logger", "run_retrying"]
+__all__ = ["RetryPolicy", "deadline", "logger", "on_retry", "run_retrying"]
 
 logger = logging.getLogger("flou_grpc.store")
 
@@ -39,6 +39,18 @@ T = TypeVar("T")
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "flou_grpc_store_deadline", default=None
 )
+
+
+_listeners: list[Callable[[str], None]] = []
+
+
+def on_retry(listener: Callable[[str], None]) -> Callable[[], None]:
+    """Calls `listener(operation)` at every retry of a transient error, in this process.
+
+    For metrics; returns a function that removes the listener.
+    """
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,8 @@ def run_retrying(
             type(error).__name__,
             _first_line(error),
         )
+        for listener in list(_listeners):
+            listener(operation)
 
     retrying = Retrying(
         stop=stop,

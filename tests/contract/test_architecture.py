@@ -53,6 +53,8 @@ def _importing(prefixes: tuple[str, ...]) -> set[str]:
         # Only the service speaks gRPC and protobuf.
         (("grpc", "grpc_health", "grpc_reflection", "grpc_status"), ("flou_grpc/service/",)),
         (("flou_grpc._proto", "google.protobuf", "google.rpc"), ("flou_grpc/service/",)),
+        # Metrics are the service's business; the runtime reports through an Observer.
+        (("prometheus_client",), ("flou_grpc/service/",)),
         # Nothing depends on the service but the entry points.
         (("flou_grpc.service",), ("flou_grpc/service/", "flou_grpc/cli.py")),
     ],
