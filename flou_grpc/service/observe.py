@@ -7,10 +7,11 @@ with method, status code, duration and peer as fields for JSON logs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
@@ -74,11 +75,18 @@ class RpcObserver(grpc.aio.ServerInterceptor):
 
             async def observed_stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
+            ) -> None:
                 token, began = REQUEST_ID.set(request_id), time.perf_counter()
                 try:
-                    async for response in stream(request, context):
-                        yield response
+                    responses = stream(request, context)
+                    if inspect.isasyncgen(responses):  # FlouService: an async generator
+                        try:
+                            async for response in responses:
+                                await context.write(response)
+                        finally:  # a cancelled call must free the stream's resources now
+                            await responses.aclose()
+                    else:  # health's Watch: a coroutine that writes itself
+                        await responses
                 finally:
                     self._done(method, context, began)
                     REQUEST_ID.reset(token)
