@@ -186,6 +186,7 @@ class AsyncRuntime:
         self._nudges: dict[str, asyncio.Event] = {}
         self._known: dict[str, tuple[str, int]] = {}
         self._pending: dict[str, int] = {}
+        self._listeners: list[Callable[[str], None]] = []
         self.observer = observer or Observer()
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
         self._signals: dict[str, asyncio.Event] = {}
@@ -744,10 +745,31 @@ class AsyncRuntime:
         return self._signals.setdefault(instance_id, asyncio.Event())
 
     def _changed(self, instance_id: str) -> None:
-        """Wakes whoever waits on the instance."""
+        """Wakes whoever waits on the instance, and tells the change listeners."""
         signal = self._signals.pop(instance_id, None)
         if signal is not None:
             signal.set()
+        for listener in self._listeners:
+            listener(instance_id)
+
+    def on_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Calls `listener(instance_id)`, on the loop, whenever an instance may have changed.
+
+        Changes committed here, and those other runtimes sharing the
+        database announce (PostgreSQL); calls may come with nothing new.
+        Returns a function that removes the listener.
+        """
+        self._ensure_dispatcher()
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def machine_of(self, instance_id: str) -> str:
+        """The machine an instance runs.
+
+        Raises:
+            InstanceNotFoundError: No instance has that id.
+        """
+        return (await self._locate(instance_id))[0]
 
     def _resolve(self, work_item_id: str, outcome: _Outcome | BaseException) -> None:
         future = self._waiters.get(work_item_id)

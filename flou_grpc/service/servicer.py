@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 
 from flou_grpc._proto.flou.v1 import (
     flou_service_pb2 as pb,
@@ -37,7 +38,7 @@ from flou_grpc.runtime.core import AsyncRuntime
 from flou_grpc.service import convert
 from flou_grpc.service.limits import check_json, check_params
 from flou_grpc.service.status import to_grpc_status
-from flou_grpc.service.watch import Watchers
+from flou_grpc.service.watch import InstancesFeed, Watchers
 
 __all__ = ["FlouServicer"]
 
@@ -354,17 +355,31 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
             instance_id = _required(request.instance_id, "instance_id")
             if request.from_revision < 0:
                 raise InvalidFieldError.of("from_revision", "0 (the current one) or positive")
-            interval = self.settings.heartbeat_seconds
-            if request.HasField("heartbeat_interval"):
-                interval = min(
-                    3600.0, max(0.05, request.heartbeat_interval.ToTimedelta().total_seconds())
-                )
+            interval = self._heartbeat(request.heartbeat_interval)
             async for response in self.watchers.stream(
                 instance_id, request.from_revision, interval
             ):
                 yield response
         except Exception as exc:  # every error becomes a status
             await abort(context, exc)
+
+    async def WatchInstances(
+        self, request: pb.WatchInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchInstancesResponse]:
+        """`FlouService.WatchInstances`, as `protos/flou/v1/flou_service.proto` documents it."""
+        try:
+            feed = InstancesFeed(
+                self.watchers, request.machine, self._heartbeat(request.heartbeat_interval)
+            )
+            async for response in feed.stream():
+                yield response
+        except Exception as exc:  # every error becomes a status
+            await abort(context, exc)
+
+    def _heartbeat(self, interval: duration_pb2.Duration) -> float:
+        if not interval.seconds and not interval.nanos:
+            return self.settings.heartbeat_seconds
+        return min(3600.0, max(0.05, interval.ToTimedelta().total_seconds()))
 
     async def close(self) -> None:
         """Ends every Watch stream with UNAVAILABLE (resumable elsewhere)."""

@@ -22,17 +22,23 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Final
 
 from google.protobuf import timestamp_pb2
 
 from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc.config import Settings
-from flou_grpc.errors import ShuttingDownError, TooManyWatchersError, WatcherTooSlowError
+from flou_grpc.errors import (
+    InstanceNotFoundError,
+    ShuttingDownError,
+    TooManyWatchersError,
+    WatcherTooSlowError,
+)
 from flou_grpc.runtime.core import AsyncRuntime
-from flou_grpc.runtime.model import Instance
+from flou_grpc.runtime.model import Event, Instance
 from flou_grpc.service import convert
 
-__all__ = ["Watchers"]
+__all__ = ["InstancesFeed", "Watchers"]
 
 
 class _Overflow(Exception):
@@ -127,6 +133,87 @@ class Watchers:
                 if live and queue.full():
                     raise _Overflow()
                 await queue.put(pb.WatchResponse(event=convert.event_message(event)))
+
+
+_FIRST_LOOK: Final = 64
+"""Events read back from an instance's current revision the first time a feed sees it."""
+
+
+class InstancesFeed:
+    """One `WatchInstances` stream: events of every instance (of one machine) as committed.
+
+    The runtime says which instances changed (`AsyncRuntime.on_change`); the
+    feed reads each one's new events from the history, after the last
+    revision it sent of it. The first time it sees an instance, it sends that
+    instance's events committed since the feed started (looked for among the
+    last `_FIRST_LOOK` revisions). More than `watch_buffer` instances waiting
+    to be read means the client is too slow: the stream ends.
+    """
+
+    def __init__(self, watchers: Watchers, machine: str, heartbeat: float) -> None:
+        self.runtime, self.limits = watchers.runtime, watchers.limits
+        self.machine, self.heartbeat = machine, heartbeat
+        self._closing = watchers._closing
+        self._dirty: dict[str, None] = {}  # insertion-ordered: about commit order
+        self._wake = asyncio.Event()
+        self._sent: dict[str, int] = {}
+        self._started = datetime.now(UTC)
+
+    def _changed(self, instance_id: str) -> None:
+        self._dirty[instance_id] = None
+        self._wake.set()
+
+    async def stream(self) -> AsyncIterator[pb.WatchInstancesResponse]:
+        """The stream's messages, until the client goes or an error ends it."""
+        if self._closing.is_set():
+            raise ShuttingDownError()
+        if self.machine:
+            self.runtime.registry.get(self.machine)  # MachineNotFoundError
+        stop_listening = self.runtime.on_change(self._changed)
+        try:
+            while True:
+                if not self._dirty:
+                    await self._idle()
+                    if not self._dirty:
+                        yield pb.WatchInstancesResponse(heartbeat=pb.Heartbeat(time=_now()))
+                        continue
+                if len(self._dirty) > self.limits.watch_buffer:
+                    raise WatcherTooSlowError("*", 0, self.limits.watch_buffer)
+                instance_id = next(iter(self._dirty))
+                del self._dirty[instance_id]
+                for event in await self._new_events(instance_id):
+                    yield pb.WatchInstancesResponse(event=convert.event_message(event))
+        finally:
+            stop_listening()
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(self._closing.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.heartbeat, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        if self._closing.is_set():
+            raise ShuttingDownError()
+
+    async def _new_events(self, instance_id: str) -> list[Event]:
+        try:
+            if self.machine and await self.runtime.machine_of(instance_id) != self.machine:
+                return []
+            sent = self._sent.get(instance_id)
+            if sent is None:
+                _, current = await self.runtime.revisions(instance_id)
+                first = max(1, current - _FIRST_LOOK + 1)
+                events = await self.runtime.history(instance_id, first)
+                events = [e for e in events if e.create_time >= self._started]
+            else:
+                events = await self.runtime.history(instance_id, sent + 1)
+        except InstanceNotFoundError:
+            return []
+        if events:
+            self._sent[instance_id] = events[-1].revision
+        return events
 
 
 def _now() -> timestamp_pb2.Timestamp:

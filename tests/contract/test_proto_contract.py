@@ -71,6 +71,7 @@ EXPECTED_RPCS: dict[str, tuple[bool, dict[str, str]]] = {
         },
     ),
     "Watch": (True, {"instance_id": "string", "from_revision": "int64"}),
+    "WatchInstances": (True, {"machine": "string"}),
     "GetInstance": (False, {"instance_id": "string"}),
     "ListInstances": (
         False,

@@ -62,6 +62,11 @@ class FlouServiceStub:
                 request_serializer=flou_dot_v1_dot_flou__service__pb2.WatchRequest.SerializeToString,
                 response_deserializer=flou_dot_v1_dot_flou__service__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.WatchInstances = channel.unary_stream(
+                '/flou.v1.FlouService/WatchInstances',
+                request_serializer=flou_dot_v1_dot_flou__service__pb2.WatchInstancesRequest.SerializeToString,
+                response_deserializer=flou_dot_v1_dot_flou__service__pb2.WatchInstancesResponse.FromString,
+                _registered_method=True)
         self.GetInstance = channel.unary_unary(
                 '/flou.v1.FlouService/GetInstance',
                 request_serializer=flou_dot_v1_dot_flou__service__pb2.GetInstanceRequest.SerializeToString,
@@ -182,6 +187,22 @@ class FlouServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchInstances(self, request, context):
+        """Streams the events of every instance, or of every instance of one
+        machine, as they are committed: for dashboards and audit feeds. Live
+        only: it starts when the call starts; after a broken stream, read what
+        was missed with `GetHistory`, or follow single instances with `Watch`.
+        Per instance, events arrive in revision order with no gap and no
+        duplicate; across instances, in about the order they were committed.
+        A `heartbeat` (revision 0) is sent while nothing happens.
+
+        Errors: NOT_FOUND `ERROR_REASON_MACHINE_NOT_FOUND`; RESOURCE_EXHAUSTED
+        `ERROR_REASON_WATCHER_TOO_SLOW`; UNAVAILABLE `ERROR_REASON_SHUTTING_DOWN`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInstance(self, request, context):
         """Returns an instance at its current revision.
 
@@ -272,6 +293,11 @@ def add_FlouServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=flou_dot_v1_dot_flou__service__pb2.WatchRequest.FromString,
                     response_serializer=flou_dot_v1_dot_flou__service__pb2.WatchResponse.SerializeToString,
+            ),
+            'WatchInstances': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInstances,
+                    request_deserializer=flou_dot_v1_dot_flou__service__pb2.WatchInstancesRequest.FromString,
+                    response_serializer=flou_dot_v1_dot_flou__service__pb2.WatchInstancesResponse.SerializeToString,
             ),
             'GetInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInstance,
@@ -442,6 +468,33 @@ class FlouService:
             '/flou.v1.FlouService/Watch',
             flou_dot_v1_dot_flou__service__pb2.WatchRequest.SerializeToString,
             flou_dot_v1_dot_flou__service__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flou.v1.FlouService/WatchInstances',
+            flou_dot_v1_dot_flou__service__pb2.WatchInstancesRequest.SerializeToString,
+            flou_dot_v1_dot_flou__service__pb2.WatchInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

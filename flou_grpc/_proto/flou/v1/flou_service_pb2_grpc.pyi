@@ -109,6 +109,18 @@ class FlouServiceStub:
     `ERROR_REASON_TOO_MANY_WATCHERS`; UNAVAILABLE
     `ERROR_REASON_SHUTTING_DOWN` (resume on another replica).
     """
+    WatchInstances: _grpc.UnaryStreamMultiCallable[_flou_service_pb2.WatchInstancesRequest, _flou_service_pb2.WatchInstancesResponse]
+    """Streams the events of every instance, or of every instance of one
+    machine, as they are committed: for dashboards and audit feeds. Live
+    only: it starts when the call starts; after a broken stream, read what
+    was missed with `GetHistory`, or follow single instances with `Watch`.
+    Per instance, events arrive in revision order with no gap and no
+    duplicate; across instances, in about the order they were committed.
+    A `heartbeat` (revision 0) is sent while nothing happens.
+
+    Errors: NOT_FOUND `ERROR_REASON_MACHINE_NOT_FOUND`; RESOURCE_EXHAUSTED
+    `ERROR_REASON_WATCHER_TOO_SLOW`; UNAVAILABLE `ERROR_REASON_SHUTTING_DOWN`.
+    """
     GetInstance: _grpc.UnaryUnaryMultiCallable[_flou_service_pb2.GetInstanceRequest, _flou_service_pb2.GetInstanceResponse]
     """Returns an instance at its current revision.
 
@@ -218,6 +230,18 @@ class FlouServiceAsyncStub(FlouServiceStub):
     `ERROR_REASON_WATCHER_TOO_SLOW` (resume from the last revision received),
     `ERROR_REASON_TOO_MANY_WATCHERS`; UNAVAILABLE
     `ERROR_REASON_SHUTTING_DOWN` (resume on another replica).
+    """
+    WatchInstances: _aio.UnaryStreamMultiCallable[_flou_service_pb2.WatchInstancesRequest, _flou_service_pb2.WatchInstancesResponse]  # type: ignore[assignment]
+    """Streams the events of every instance, or of every instance of one
+    machine, as they are committed: for dashboards and audit feeds. Live
+    only: it starts when the call starts; after a broken stream, read what
+    was missed with `GetHistory`, or follow single instances with `Watch`.
+    Per instance, events arrive in revision order with no gap and no
+    duplicate; across instances, in about the order they were committed.
+    A `heartbeat` (revision 0) is sent while nothing happens.
+
+    Errors: NOT_FOUND `ERROR_REASON_MACHINE_NOT_FOUND`; RESOURCE_EXHAUSTED
+    `ERROR_REASON_WATCHER_TOO_SLOW`; UNAVAILABLE `ERROR_REASON_SHUTTING_DOWN`.
     """
     GetInstance: _aio.UnaryUnaryMultiCallable[_flou_service_pb2.GetInstanceRequest, _flou_service_pb2.GetInstanceResponse]  # type: ignore[assignment]
     """Returns an instance at its current revision.
@@ -355,6 +379,24 @@ class FlouServiceServicer(metaclass=_abc_1.ABCMeta):
         `ERROR_REASON_WATCHER_TOO_SLOW` (resume from the last revision received),
         `ERROR_REASON_TOO_MANY_WATCHERS`; UNAVAILABLE
         `ERROR_REASON_SHUTTING_DOWN` (resume on another replica).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchInstances(
+        self,
+        request: _flou_service_pb2.WatchInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_flou_service_pb2.WatchInstancesResponse], _abc.AsyncIterator[_flou_service_pb2.WatchInstancesResponse]]:
+        """Streams the events of every instance, or of every instance of one
+        machine, as they are committed: for dashboards and audit feeds. Live
+        only: it starts when the call starts; after a broken stream, read what
+        was missed with `GetHistory`, or follow single instances with `Watch`.
+        Per instance, events arrive in revision order with no gap and no
+        duplicate; across instances, in about the order they were committed.
+        A `heartbeat` (revision 0) is sent while nothing happens.
+
+        Errors: NOT_FOUND `ERROR_REASON_MACHINE_NOT_FOUND`; RESOURCE_EXHAUSTED
+        `ERROR_REASON_WATCHER_TOO_SLOW`; UNAVAILABLE `ERROR_REASON_SHUTTING_DOWN`.
         """
 
     @_abc_1.abstractmethod
