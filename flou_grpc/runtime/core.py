@@ -49,6 +49,7 @@ from flou_grpc.errors import (
     FlouError,
     InternalError,
     InvalidFieldError,
+    LimitExceededError,
     RequestIdReusedError,
     RevisionConflictError,
     RevisionOutOfRangeError,
@@ -150,6 +151,9 @@ class AsyncRuntime:
         store_threads: The threads that make the store's calls (each holds
             one database connection while it runs).
         observer: Told of every committed step and failed run (metrics).
+        max_state_bytes: The largest state (as compact JSON) a step may commit:
+            a transition or update over it is rejected, a run over it fails
+            (and is retried), an append over it is refused; None: no limit.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class AsyncRuntime:
         user_threads: int = 16,
         store_threads: int = 16,
         observer: Observer | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         for cls in machines:
@@ -188,6 +193,7 @@ class AsyncRuntime:
         self._pending: dict[str, int] = {}
         self._listeners: list[Callable[[str], None]] = []
         self.observer = observer or Observer()
+        self.max_state_bytes = max_state_bytes
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._inflight: dict[str, tuple[str, asyncio.Future[JsonObject]]] = {}
@@ -851,6 +857,7 @@ class AsyncRuntime:
                 assert isinstance(item, UpdateState)
                 step = hosted.update_state(instance_id, instance.document, item)
                 kind = EventKind.STATE_UPDATED
+            self._check_size(step.document)
         except FlouError as exc:
             return await self._reject(instance, work, exc)
         except Exception:
@@ -971,6 +978,7 @@ class AsyncRuntime:
         latest = read
         while True:
             step = hosted.execute(latest.id, latest.document, item, effects)
+            self._check_size(step.document)  # too big: the run failed (retried, then error)
             try:
                 return await self._commit(latest, step, EventKind.EXECUTED, work)
             except RevisionConflictError:  # an append committed meanwhile: apply to its result
@@ -1021,6 +1029,14 @@ class AsyncRuntime:
         self._resolve(work.id, _Outcome(after, []))
         return after
 
+    def _check_size(self, document: JsonObject, extra: int = 0) -> None:
+        """Raises LimitExceededError when a document would be over `max_state_bytes`."""
+        if self.max_state_bytes is None:
+            return
+        size = len(json.dumps(document, separators=(",", ":")).encode()) + extra
+        if size > self.max_state_bytes:
+            raise LimitExceededError("state", "max_state_bytes", self.max_state_bytes, size)
+
     def _append(
         self, instance_id: str, fqn: str, key: str, value: Any, request_id: str, dedup: str
     ) -> AppendResult:
@@ -1029,6 +1045,8 @@ class AsyncRuntime:
         hosted = self.registry.get(record.machine)
         path, cls = hosted.path_of(instance_id, record.document, fqn)
         target = state_key_path(cls, path, key, "key")
+        if self.max_state_bytes is not None:  # the document now, plus what it would gain
+            self._check_size(record.document, len(json.dumps(value, separators=(",", ":"))) + 1)
         node_fqn = ".".join((hosted.name, *path))
         event = EventRecord(
             instance_id,

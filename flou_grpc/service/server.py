@@ -158,7 +158,10 @@ class Server:
             load_app(registry, self.settings.app)
             # Opening the store reaches the database and migrates an empty one.
             self._runtime = await asyncio.to_thread(
-                AsyncRuntime, self.settings.database_url, registry=registry
+                AsyncRuntime,
+                self.settings.database_url,
+                registry=registry,
+                max_state_bytes=self.settings.limits.max_state_bytes,
             )
         else:
             load_app(self._runtime.registry, self.settings.app)
