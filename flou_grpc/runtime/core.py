@@ -22,6 +22,7 @@ Store calls run in a thread pool of their own: the loop never waits on I/O.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import json
@@ -252,7 +253,11 @@ class AsyncRuntime:
                 with self._calls_lock:
                     self._calls -= 1
 
-        return await asyncio.get_running_loop().run_in_executor(self._store_threads, counted)
+        # The caller's context goes along: a retry deadline, a request id for the logs.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._store_threads, context.run, counted
+        )
 
     @property
     def pending_work(self) -> int:

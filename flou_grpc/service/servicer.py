@@ -5,7 +5,8 @@ rules live in the engine, the store and the runtime. What belongs here:
 - required fields and limits checked on arrival (INVALID_ARGUMENT naming the
   field, nothing changed);
 - the call's deadline passed down to the runtime's waits, a little early so
-  that the answer (DEADLINE_EXCEEDED with `accepted`) reaches the client;
+  that the answer (DEADLINE_EXCEEDED with `accepted`) reaches the client, and
+  to the store's retries of transient errors (`flou_grpc.store.retry.deadline`);
 - every error turned into a rich status by `flou_grpc.service.status`;
   anything unexpected is logged with its traceback and answered INTERNAL;
 - Watch streaming (`flou_grpc.service.watch`).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +41,7 @@ from flou_grpc.service import convert
 from flou_grpc.service.limits import check_json, check_params
 from flou_grpc.service.status import to_grpc_status
 from flou_grpc.service.watch import InstancesFeed, Watchers
+from flou_grpc.store.retry import deadline as retry_deadline
 
 __all__ = ["FlouServicer"]
 
@@ -103,8 +106,11 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
     async def _serve(
         self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[T]]
     ) -> T:
+        timeout = _timeout(context)
         try:
-            return await call()
+            # Store retries of transient errors stop at the call's deadline too.
+            with contextlib.nullcontext() if timeout is None else retry_deadline(timeout):
+                return await call()
         except TimeoutError:  # a deadline passed before anything was accepted
             await abort(context, DeadlineExceededError(False))
         except Exception as exc:  # every error becomes a status
