@@ -55,7 +55,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AbortedError",
@@ -124,12 +124,18 @@ class FlouError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
 
     @staticmethod
-    def from_info(reason: str, message: str, metadata: Mapping[str, str]) -> FlouError:
+    def from_info(
+        reason: str,
+        message: str,
+        metadata: Mapping[str, str],
+        violations: Sequence[Sequence[str]] = (),
+    ) -> FlouError:
         """Rebuilds an error from what its ErrorInfo carries (a stored first answer).
 
         The result has the class of `reason` (InternalError for an unknown one),
-        its message and metadata, and the attributes its metadata holds (typed
-        as the class's constructor declares them).
+        its message and metadata, the attributes its metadata holds (typed as
+        the class's constructor declares them), and, for invalid arguments, its
+        field `violations` ((field, description) pairs, as `to_info` gives them).
         """
         found: type[FlouError] = InternalError
         pending: list[type[FlouError]] = [FlouError]
@@ -157,11 +163,30 @@ class FlouError(Exception):
                 setattr(error, attribute, tuple(value.split(",")) if value else ())
             elif kind is str:
                 setattr(error, attribute, value)
+        if isinstance(error, InvalidArgumentError) and violations:
+            error.violations = tuple(FieldViolation(field, text) for field, text in violations)
         return error
 
+    @staticmethod
+    def from_json(info: Mapping[str, Any]) -> FlouError:
+        """`from_info` of what `to_info` gave."""
+        return FlouError.from_info(
+            str(info["reason"]),
+            str(info["message"]),
+            dict(info["metadata"]),
+            list(info.get("violations", ())),
+        )
+
     def to_info(self) -> dict[str, object]:
-        """The reason, message and metadata, as JSON (see `from_info`)."""
-        return {"reason": self.reason, "message": self.message, "metadata": dict(self.metadata)}
+        """The reason, message, metadata and field violations, as JSON (see `from_info`)."""
+        info: dict[str, object] = {
+            "reason": self.reason,
+            "message": self.message,
+            "metadata": dict(self.metadata),
+        }
+        if isinstance(self, InvalidArgumentError) and self.violations:
+            info["violations"] = [[v.field, v.description] for v in self.violations]
+        return info
 
 
 # --- INVALID_ARGUMENT ---------------------------------------------------------

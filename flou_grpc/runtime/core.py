@@ -671,7 +671,7 @@ class AsyncRuntime:
                     continue
                 if event.rejection is not None:
                     info = event.rejection
-                    raise FlouError.from_info(info["reason"], info["message"], info["metadata"])
+                    raise FlouError.from_json(info)
                 return _Outcome(await self._db(self.store.head, instance_id), event.fired)
             waiting: asyncio.Future[Any] = asyncio.ensure_future(signal.wait())
             either: set[asyncio.Future[Any]] = {future, waiting}
@@ -1149,7 +1149,7 @@ class AsyncRuntime:
         """The answer to a repeated request: the first error again, or `replay`'s."""
         if "error" in response:
             error = response["error"]
-            raise FlouError.from_info(error["reason"], error["message"], error["metadata"])
+            raise FlouError.from_json(error)
         return await replay(response)
 
     # --- views ----------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """`RpcObserver`: every RPC timed, counted in the metrics, and logged with its request id.
 
+It also decodes requests: bytes that protobuf cannot decode are answered
+INVALID_ARGUMENT (field `request`) rather than grpc's bare UNKNOWN.
+
 The outermost interceptor: calls refused by authentication are observed too.
 An access line per RPC at INFO (health checks at DEBUG: probes call often),
 with method, status code, duration and peer as fields for JSON logs.
@@ -15,9 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from flou_grpc.errors import InvalidFieldError
 from flou_grpc.service.logs import REQUEST_ID
 from flou_grpc.service.metrics import Metrics
+from flou_grpc.service.status import to_grpc_status
 
 __all__ = ["RpcObserver"]
 
@@ -31,6 +37,34 @@ def _request_id(metadata: Any) -> str:
             text = value.decode() if isinstance(value, bytes) else str(value)
             return text[:128]
     return uuid.uuid4().hex[:16]
+
+
+class _Undecodable:
+    """A request protobuf could not decode (too deeply nested, or not the message)."""
+
+    def __init__(self, error: InvalidFieldError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, answering INVALID_ARGUMENT instead of grpc's bare UNKNOWN on failure."""
+    if deserializer is None:
+        return None
+    decode = deserializer
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except DecodeError:
+            return _Undecodable(
+                InvalidFieldError.of(
+                    "request",
+                    "cannot be decoded: not this RPC's message, or JSON nested deeper than "
+                    "protobuf decodes (about 33 levels; the limit is max_json_depth)",
+                )
+            )
+
+    return tolerant
 
 
 class RpcObserver(grpc.aio.ServerInterceptor):
@@ -53,7 +87,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         request_id = _request_id(handler_call_details.invocation_metadata)
         serializers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -64,6 +98,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):
             ) -> Any:
                 token, began = REQUEST_ID.set(request_id), time.perf_counter()
                 try:
+                    if isinstance(request, _Undecodable):
+                        await context.abort_with_status(to_grpc_status(request.error))
                     return await unary(request, context)
                 finally:
                     self._done(method, context, began)
@@ -78,6 +114,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):
             ) -> None:
                 token, began = REQUEST_ID.set(request_id), time.perf_counter()
                 try:
+                    if isinstance(request, _Undecodable):
+                        await context.abort_with_status(to_grpc_status(request.error))
                     responses = stream(request, context)
                     if inspect.isasyncgen(responses):  # FlouService: an async generator
                         try:

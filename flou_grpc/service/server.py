@@ -147,8 +147,8 @@ class Server:
         """Opens the runtime, binds the address, serves, and says SERVING; returns the port.
 
         Raises:
-            RuntimeError: The address cannot be bound.
-            StoreUnavailableError, SchemaVersionError: The database is not usable.
+            RuntimeError: The address cannot be bound, or the database cannot be
+                opened (unreachable, not migratable, another schema version).
             ImportError, InvalidDefinitionError: The app cannot be loaded.
         """
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -157,12 +157,15 @@ class Server:
             registry = Registry()
             load_app(registry, self.settings.app)
             # Opening the store reaches the database and migrates an empty one.
-            self._runtime = await asyncio.to_thread(
-                AsyncRuntime,
-                self.settings.database_url,
-                registry=registry,
-                max_state_bytes=self.settings.limits.max_state_bytes,
-            )
+            try:
+                self._runtime = await asyncio.to_thread(
+                    AsyncRuntime,
+                    self.settings.database_url,
+                    registry=registry,
+                    max_state_bytes=self.settings.limits.max_state_bytes,
+                )
+            except Exception as exc:  # what the database said is what the operator needs
+                raise RuntimeError(f"cannot open the database: {exc}") from exc
         else:
             load_app(self._runtime.registry, self.settings.app)
         runtime = self._runtime

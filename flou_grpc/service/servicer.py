@@ -35,7 +35,12 @@ from flou_grpc._proto.flou.v1 import (
 )
 from flou_grpc.config import Settings
 from flou_grpc.engine.structure import description
-from flou_grpc.errors import DeadlineExceededError, FlouError, InvalidFieldError
+from flou_grpc.errors import (
+    DeadlineExceededError,
+    FlouError,
+    InvalidFieldError,
+    RevisionOutOfRangeError,
+)
 from flou_grpc.runtime.core import AsyncRuntime
 from flou_grpc.service import convert
 from flou_grpc.service.limits import check_json, check_params
@@ -83,14 +88,39 @@ def _token(fields: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()).decode()
 
 
-def _untoken(token: str, expected: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a page token issued for the same request (`expected` must match)."""
+_FOREIGN_TOKEN: Final = "not a token this server issued"
+
+
+def _untoken(token: str, expected: dict[str, Any], wanted: dict[str, type]) -> dict[str, Any]:
+    """The fields of a page token issued for the same request.
+
+    `expected` fields must equal the request's; `wanted` fields must be there
+    with their type (a datetime: an ISO time with its UTC offset).
+
+    Raises:
+        InvalidFieldError: naming `page_token`.
+    """
     try:
         fields = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, binascii.Error):
-        raise InvalidFieldError.of("page_token", "not a token this server issued") from None
-    if not isinstance(fields, dict) or any(fields.get(k) != v for k, v in expected.items()):
+        raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN) from None
+    if not isinstance(fields, dict):
+        raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN)
+    if any(fields.get(k) != v for k, v in expected.items()):
         raise InvalidFieldError.of("page_token", "issued for a request with other filters")
+    for name, kind in wanted.items():
+        value = fields.get(name)
+        if kind is datetime and isinstance(value, str):
+            try:
+                value = fields[name] = datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN) from None
+            if value.tzinfo is None:
+                raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN)
+        if not isinstance(value, kind):
+            raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN)
+        if isinstance(value, int) and (isinstance(value, bool) or value < 0):
+            raise InvalidFieldError.of("page_token", _FOREIGN_TOKEN)
     return fields
 
 
@@ -264,8 +294,8 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
             filters = {"machine": request.machine, "status": int(request.status)}
             found = await self.runtime.list_instances(request.machine, status)
             if request.page_token:  # keyset: what comes after the last one returned
-                last = _untoken(request.page_token, filters)
-                after = (datetime.fromisoformat(last["time"]), last["id"])
+                last = _untoken(request.page_token, filters, {"time": datetime, "id": str})
+                after = (last["time"], last["id"])
                 found = [i for i in found if (i.create_time, i.id) < after]
             page, more = found[:size], len(found) > size
             full = request.view == instance_pb2.INSTANCE_VIEW_FULL
@@ -293,13 +323,14 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
                 raise InvalidFieldError.of("from_revision", "0 (the oldest kept) or positive")
             oldest, current = await self.runtime.revisions(instance_id)
             start = request.from_revision or oldest
+            if not oldest <= start <= current:
+                raise RevisionOutOfRangeError(instance_id, start, oldest, current)
             if request.page_token:
-                start = int(
-                    _untoken(
-                        request.page_token,
-                        {"instance": instance_id, "from": request.from_revision},
-                    )["next"]
-                )
+                start = _untoken(
+                    request.page_token,
+                    {"instance": instance_id, "from": request.from_revision},
+                    {"next": int},
+                )["next"]
             events = await self.runtime.history(instance_id, start, size)
             last = events[-1].revision if events else start - 1
             token = ""
@@ -324,7 +355,9 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
         async def call() -> pb.ListMachinesResponse:
             size = _page_size(request.page_size, "machines")
             machines = sorted(self.runtime.registry, key=lambda m: m.name)
-            start = int(_untoken(request.page_token, {})["offset"]) if request.page_token else 0
+            start = 0
+            if request.page_token:
+                start = _untoken(request.page_token, {}, {"offset": int})["offset"]
             page = machines[start : start + size]
             more = start + size < len(machines)
             return pb.ListMachinesResponse(
