@@ -34,10 +34,11 @@ import socket
 import threading
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
 from flou_grpc.engine.ltm import LTM, state_key_path
@@ -94,6 +95,22 @@ T = TypeVar("T")
 P = ParamSpec("P")
 _KNOWN_INSTANCES = 65_536
 """How many instances' machines and revisions a runtime remembers (`_locate`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Recent:
+    """The newest events of a followed instance, as the store had them at `generation`."""
+
+    generation: int
+    first: int
+    """The revision of `events[0]` (`end + 1` when empty)."""
+    end: int
+    """The store's last revision when read: no event after it existed then."""
+    events: list[Event]
+
+
+_RECENT_EVENTS: Final = 256
+"""Events kept per followed instance for its followers to share."""
 
 
 @dataclass(slots=True)
@@ -193,6 +210,9 @@ class AsyncRuntime:
         self._known: dict[str, tuple[str, int]] = {}
         self._pending: dict[str, int] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._following: Counter[str] = Counter()
+        self._generations: dict[str, int] = {}
+        self._recent: dict[str, _Recent] = {}
         self.observer = observer or Observer()
         self.max_state_bytes = max_state_bytes
         self._waiters: dict[str, asyncio.Future[_Outcome]] = {}
@@ -394,9 +414,32 @@ class AsyncRuntime:
             NodeNotFoundError, StateKeyNotFoundError, RevisionConflictError (once
             processed); InstanceNotFoundError, InvalidFieldError, RequestIdReusedError.
         """
+        result = await self.submit_update(
+            instance_id,
+            updates,
+            fqn,
+            request_id=request_id,
+            expected_revision=expected_revision,
+            wait=wait,
+            timeout=timeout,
+        )
+        return result.instance
+
+    async def submit_update(
+        self,
+        instance_id: str,
+        updates: Mapping[str, Any],
+        fqn: str | None = None,
+        *,
+        request_id: str = "",
+        expected_revision: int = 0,
+        wait: WaitMode = WaitMode.PROCESSED,
+        timeout: float | None = None,
+    ) -> TransitionResult:
+        """`update_state`, answering the work item id too (`fired` is always empty)."""
         _, since = await self._locate(instance_id)
         item = update_item(fqn or "", updates)
-        result = await self._once(
+        return await self._once(
             request_id,
             ("update_state", instance_id, to_json(item), expected_revision),
             lambda: self._submit(
@@ -404,7 +447,6 @@ class AsyncRuntime:
             ),
             self._replay_submit,
         )
-        return result.instance
 
     async def atomic_append(
         self,
@@ -553,23 +595,59 @@ class AsyncRuntime:
         else:
             yield await self._view_at(record, start)
         after = start
-        while True:
-            signal = self._signal(instance_id)
-            events = await self._db(self.store.events, instance_id, after + 1, page)
-            if events:
-                after = events[-1].revision
-                yield [_event(event) for event in events]
-            if len(events) < page:
-                yield []
-                await self._until(signal)
+        self._following[instance_id] += 1
+        try:
+            fresh = False
+            while True:
+                signal = self._signal(instance_id)
+                events = await self._events_after(instance_id, after + 1, page, fresh)
+                if events:
+                    after = events[-1].revision
+                    yield events
+                if len(events) < page:
+                    yield []
+                    fresh = not await self._until(signal)  # a poll: maybe another process's
+        finally:
+            self._following[instance_id] -= 1
+            if not self._following[instance_id]:
+                del self._following[instance_id]
+                self._recent.pop(instance_id, None)
+                self._generations.pop(instance_id, None)
 
-    async def _until(self, signal: asyncio.Event) -> None:
-        """Waits for a local change, or `poll_interval` (changes made by other runtimes)."""
+    async def _events_after(
+        self, instance_id: str, start: int, page: int, fresh: bool = False
+    ) -> list[Event]:
+        """Up to `page` events from `start`, shared by the followers of an instance.
+
+        The first follower to look after a change reads the store; the others
+        get what it read, as long as no change was announced since (the
+        generation), so N watchers of an instance cost one read per change,
+        not N. `fresh` skips the sharing (after a poll: a change another
+        process made may not have been announced).
+        """
+        generation = self._generations.get(instance_id, 0)
+        recent = self._recent.get(instance_id)
+        shared = not fresh and recent is not None and recent.generation == generation
+        if shared and recent is not None and recent.first <= start <= recent.end + 1:
+            return recent.events[start - recent.first : start - recent.first + page]
+        events = [_event(e) for e in await self._db(self.store.events, instance_id, start, page)]
+        if len(events) < page and instance_id in self._following:  # all there was, as of now
+            kept = events
+            if recent is not None and recent.end + 1 == start and recent.first < start:
+                kept = recent.events + events
+            kept = kept[-_RECENT_EVENTS:]
+            first = kept[0].revision if kept else start
+            self._recent[instance_id] = _Recent(generation, first, start + len(events) - 1, kept)
+        return events
+
+    async def _until(self, signal: asyncio.Event) -> bool:
+        """Waits for a local change (True), or `poll_interval` (False: another runtime's?)."""
         try:
             async with asyncio.timeout(self.poll_interval):
                 await signal.wait()
         except TimeoutError:
-            pass
+            return False
+        return True
 
     # --- the mailbox ------------------------------------------------------------------------
 
@@ -757,6 +835,8 @@ class AsyncRuntime:
 
     def _changed(self, instance_id: str) -> None:
         """Wakes whoever waits on the instance, and tells the change listeners."""
+        if instance_id in self._following:  # what its followers share is stale now
+            self._generations[instance_id] = self._generations.get(instance_id, 0) + 1
         signal = self._signals.pop(instance_id, None)
         if signal is not None:
             signal.set()

@@ -215,7 +215,7 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
                 raise InvalidFieldError.of("updates", "required: at least one key")
             updates = {key: convert.to_json(value) for key, value in request.updates.items()}
             check_json(updates, "updates", self.limits)
-            instance = await self.runtime.update_state(
+            result = await self.runtime.submit_update(
                 instance_id,
                 updates,
                 request.fqn or None,
@@ -224,7 +224,10 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
                 wait=convert.wait_mode(request.wait),
                 timeout=_timeout(context),
             )
-            return pb.UpdateStateResponse(instance=convert.instance_message(instance))
+            return pb.UpdateStateResponse(
+                instance=convert.instance_message(result.instance),
+                work_item_id=result.work_item_id,
+            )
 
         return await self._serve(context, call)
 

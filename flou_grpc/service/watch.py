@@ -85,6 +85,7 @@ class Watchers:
         producer = asyncio.create_task(self._produce(instance_id, from_revision, queue))
         closing = asyncio.create_task(self._closing.wait())
         last = from_revision
+        getting: asyncio.Task[pb.WatchResponse] | None = None
         try:
             while True:
                 getting = asyncio.create_task(queue.get())
@@ -111,8 +112,9 @@ class Watchers:
                     return  # pragma: no cover (follow never ends by itself)
                 yield pb.WatchResponse(heartbeat=pb.Heartbeat(revision=last, time=_now()))
         finally:
-            for task in (producer, closing):
-                task.cancel()
+            for task in (producer, closing, getting):
+                if task is not None:
+                    task.cancel()
             with contextlib.suppress(BaseException):
                 await producer
             self.open[instance_id] -= 1

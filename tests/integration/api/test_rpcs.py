@@ -494,6 +494,7 @@ async def test_update_state_sets_dotted_keys_in_order(stub):
     assert response.instance.revision == 4
     events = await history(stub, "u-1")
     assert events[-1].kind == instance_pb2.EVENT_KIND_STATE_UPDATED
+    assert plain(events[-1].item)["work_item_id"] == response.work_item_id != ""
 
 
 async def test_update_state_of_a_child_node(stub):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from flou_grpc import LTM, AsyncRuntime, WaitMode
@@ -37,3 +38,36 @@ async def test_a_callers_retry_deadline_reaches_the_store_thread():
     assert len(bounded) == 1  # the one call made inside the block; workers have no deadline
     assert len(store.seen) >= 2
     assert all(thread.startswith("flou-store") for _, thread in store.seen)
+
+
+class CountingEvents(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def events(self, instance_id, from_revision=1, limit=0):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().events(instance_id, from_revision, limit)
+
+
+async def test_the_watchers_of_an_instance_share_one_read_per_change():
+    store = CountingEvents()
+    async with AsyncRuntime(store=store, machines=[Solo], poll_interval=60) as runtime:
+        await runtime.start("solo", instance_id="s", wait=WaitMode.SETTLED)
+        streams = [runtime.watch("s") for _ in range(20)]
+        for stream in streams:
+            await anext(stream)  # the snapshot
+
+        async def next_events() -> list[int]:
+            return [(await anext(stream)).revision for stream in streams]  # type: ignore[union-attr]
+
+        for round_ in range(3):
+            waiting = asyncio.ensure_future(next_events())
+            await asyncio.sleep(0.05)  # every watcher is waiting for the next change
+            before = store.reads
+            await runtime.update_state("s", {"n": round_})
+            revisions = await asyncio.wait_for(waiting, 5)
+            assert len(set(revisions)) == 1  # every watcher got the same next event
+            assert store.reads - before <= 3  # not one read per watcher
+        for stream in streams:
+            await stream.aclose()
