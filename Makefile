@@ -18,12 +18,13 @@ GENERATED := flou_grpc/_proto clients
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "flou-grpc needs Python >= 3.11; set PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt 'pip>=24'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e clients/python -e '.[dev]'
 	@touch $@
 
 install: $(STAMP) ## create .venv with the package (editable) and the dev tools
@@ -58,8 +59,16 @@ test: $(STAMP) ## run the test suite, with branch coverage (engine/ must stay >=
 	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
 	$(BIN)/coverage report --include='flou_grpc/engine/*' --fail-under=95
 
-run: $(STAMP) ## run the server on 127.0.0.1:50051 (Ctrl-C to stop)
-	$(BIN)/flou-grpc serve
+DEMO_APP ?= examples.orders,examples.crawl
+
+run: $(STAMP) ## run the server with the demo machines on 127.0.0.1:50051, SQLite ./flou.db (Ctrl-C to stop)
+	@echo "flou-grpc: serving the demo machines ($(DEMO_APP)) on 127.0.0.1:50051, instances in ./flou.db"
+	@echo "  drive it from another shell (README, 'Try the demo'):"
+	@echo "    $(BIN)/flou-grpc describe order"
+	@echo "    $(BIN)/flou-grpc start order --id order-1 --payload '{\"items\": [\"book\"], \"total\": 42.5}'"
+	@echo "    $(BIN)/flou-grpc watch order-1"
+	@echo "    grpcurl -plaintext 127.0.0.1:50051 list flou.v1.FlouService"
+	FLOU_APP="$${FLOU_APP:-$(DEMO_APP)}" $(BIN)/flou-grpc serve
 
 bench: $(STAMP) ## run every benchmark under bench/ and print its figures
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
@@ -67,7 +76,8 @@ bench: $(STAMP) ## run every benchmark under bench/ and print its figures
 lock: ## re-resolve constraints.txt from pyproject.toml (needs the registries)
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check 'pip>=24' -e '.[dev]'
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check 'pip>=24' \
+		-e clients/python -e '.[dev]'
 	{ echo "# Exact versions for make install and CI; regenerate with 'make lock'."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable --all | grep -v '^flou-grpc'; } > constraints.txt
 	rm -rf .venv-lock

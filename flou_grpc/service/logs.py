@@ -23,6 +23,7 @@ REQUEST_ID: Final[ContextVar[str]] = ContextVar("flou_request_id", default="-")
 """The id of the RPC being handled in this task ("-" outside RPCs)."""
 
 _ACCESS_FIELDS: Final = ("method", "code", "duration_ms", "peer")
+_HANDLER: Final = "flou_grpc.stderr"
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
@@ -62,9 +63,11 @@ def configure(level: str = "INFO", log_format: str = "text") -> None:
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT)
     )
+    handler.set_name(_HANDLER)
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
+    for existing in list(root.handlers):  # one of ours only: called again, it replaces itself
+        if existing.get_name() == _HANDLER:
+            root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
     # Alembic narrates every migration step at INFO; its warnings still show.
