@@ -35,10 +35,14 @@ def running_server():
     )
     try:
         assert process.stderr is not None
-        line = process.stderr.readline()  # the server logs little more before it stops
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        match, seen = None, []
+        for line in process.stderr:  # start-up lines, then the one that gives the port
+            seen.append(line)
+            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                break
         if not match:
-            raise RuntimeError(f"the server did not start: {line}")
+            raise RuntimeError(f"the server did not start: {''.join(seen[-5:])}")
         yield int(match.group(1))
     finally:
         process.terminate()
