@@ -42,6 +42,7 @@ from sqlalchemy import (
     Row,
     bindparam,
     delete,
+    event,
     exists,
     func,
     insert,
@@ -367,6 +368,12 @@ class SqlStore:
             errors, ["instance_id", "work_item_id"], (*_ERROR_COLUMNS, "update_time")
         )
         self._claimable = dialect.lock_skipping(_CLAIMABLE)
+        self._own_backends: set[int] = set()
+        """PostgreSQL: the backend pids of this store's pooled connections."""
+        if dialect.name == "postgresql":
+            event.listen(self._engine, "connect", self._pooled)
+            event.listen(self._engine, "close", self._unpooled)
+            event.listen(self._engine, "close_detached", self._unpooled)
         try:
             run_retrying(
                 "open",
@@ -377,6 +384,16 @@ class SqlStore:
         except BaseException:
             self._engine.dispose()
             raise
+
+    def _pooled(self, dbapi_connection: Any, record: Any) -> None:
+        record.info["flou_backend"] = pid = dbapi_connection.info.backend_pid
+        self._own_backends.add(pid)
+
+    def _unpooled(self, dbapi_connection: Any, record: Any = None) -> None:
+        pid = (getattr(record, "info", None) or {}).get("flou_backend")
+        if pid is None:  # a detached connection: no record, but psycopg remembers
+            pid = getattr(getattr(dbapi_connection, "pgconn", None), "backend_pid", None)
+        self._own_backends.discard(pid)
 
     @property
     def engine(self) -> Engine:
@@ -916,7 +933,9 @@ class SqlStore:
         """Calls `callback(channel, instance_id)` for changes other processes commit.
 
         PostgreSQL only (LISTEN/NOTIFY): `WORK_CHANNEL` when an instance got
-        new work, `EVENTS_CHANNEL` when it got a new event. A dedicated
+        new work, `EVENTS_CHANNEL` when it got a new event. What this store's
+        own connections committed is not passed on: its caller knows already
+        (echoing it back would only make everyone look again). A dedicated
         connection listens in a daemon thread and reconnects after a failure,
         then calls `callback(RECONNECTED, "")`: notifications sent meanwhile
         are lost, so the caller should look for work again. The callback runs
@@ -928,7 +947,7 @@ class SqlStore:
         """
         if self.backend != "postgresql":
             return None
-        listener = _Listener(self._engine.url, callback)
+        listener = _Listener(self._engine.url, callback, self._own_backends)
         listener.start()
         return listener.stop
 
@@ -940,10 +959,12 @@ class SqlStore:
 class _Listener(threading.Thread):
     """LISTENs on the store's channels on a connection of its own, until stopped."""
 
-    def __init__(self, url: URL, callback: Callable[[str, str], None]) -> None:
+    def __init__(self, url: URL, callback: Callable[[str, str], None], ignored: set[int]) -> None:
         super().__init__(name="flou-store-listener", daemon=True)
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._callback = callback
+        self._ignored = ignored
+        """Backend pids whose notifications are not passed on (the store's own pool)."""
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -965,7 +986,8 @@ class _Listener(threading.Thread):
                     first, delay = False, 0.05
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=0.25):
-                            self._callback(notice.channel, notice.payload)
+                            if notice.pid not in self._ignored:
+                                self._callback(notice.channel, notice.payload)
             except psycopg.Error as exc:
                 if self._stopped.is_set():
                     return

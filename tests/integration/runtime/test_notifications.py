@@ -49,3 +49,32 @@ async def test_work_enqueued_by_another_runtime_is_claimed_at_once(postgres_url)
         assert settled.state["jobs"] == ["far"]
         assert result.work_item_id
         assert time.monotonic() - started < 1.0
+
+
+async def test_a_store_hears_other_processes_changes_but_not_its_own(postgres_url):
+    from flou_grpc.store.base import EVENTS_CHANNEL
+    from flou_grpc.store.sql import SqlStore
+
+    heard: list[tuple[str, str]] = []
+    async with (
+        AsyncRuntime(postgres_url, machines=[Door], poll_interval=60) as own,
+        # `other` processes nothing (max_workers=0): every step is `own`'s.
+        AsyncRuntime(postgres_url, machines=[Door], poll_interval=60, max_workers=0) as other,
+    ):
+        store = own.store
+        assert isinstance(store, SqlStore)
+        stop = store.listen(lambda channel, payload: heard.append((channel, payload)))
+        assert stop is not None
+        try:
+            await asyncio.sleep(0.3)  # listening
+            mine = await own.start("door", instance_id="mine", wait=WaitMode.SETTLED)
+            theirs = await other.start("door", instance_id="theirs")
+            deadline = time.monotonic() + 5
+            while (EVENTS_CHANNEL, theirs.id) not in heard and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # what else would come, would have come by now
+        finally:
+            await asyncio.to_thread(stop)
+
+    assert (EVENTS_CHANNEL, theirs.id) in heard
+    assert all(payload != mine.id for _, payload in heard)
