@@ -41,6 +41,10 @@ from flou_grpc.service import convert
 __all__ = ["InstancesFeed", "Watchers"]
 
 
+_SHARED_MESSAGES: Final = 4096
+"""Event messages kept for the other watchers of their instance to send as they are."""
+
+
 class _Overflow(Exception):
     """The producer found a live stream's buffer full."""
 
@@ -52,7 +56,18 @@ class Watchers:
         self.runtime = runtime
         self.limits = settings.limits
         self.open: Counter[str] = Counter()
+        self._messages: dict[tuple[str, int], pb.WatchResponse] = {}
         self._closing = asyncio.Event()
+
+    def _message(self, event: Event) -> pb.WatchResponse:
+        """The stream message of an event, built once for all the instance's watchers."""
+        key = (event.instance_id, event.revision)
+        message = self._messages.get(key)
+        if message is None:
+            if len(self._messages) >= _SHARED_MESSAGES:
+                self._messages.clear()  # a bound, not a policy: the next ones refill it
+            message = self._messages[key] = pb.WatchResponse(event=convert.event_message(event))
+        return message
 
     @property
     def count(self) -> int:
@@ -134,7 +149,7 @@ class Watchers:
             for event in item:
                 if live and queue.full():
                     raise _Overflow()
-                await queue.put(pb.WatchResponse(event=convert.event_message(event)))
+                await queue.put(self._message(event))
 
 
 _FIRST_LOOK: Final = 64
