@@ -233,10 +233,13 @@ class AsyncRuntime:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Stops the dispatcher and the workers (a step in progress is abandoned).
+    async def close(self, grace: float = 1.0) -> None:
+        """Stops the dispatcher and the workers, giving steps in progress `grace` seconds.
 
-        Idle workers give their leases back; a busy one's lease runs out.
+        No new step starts. A worker whose step commits within `grace` seconds,
+        and an idle one, give their leases back; a step still running then is
+        abandoned: its lease runs out and another runtime takes the instance
+        over (the step runs again there: user code runs at least once).
         """
         self._closed = True
         if self._stop_listening is not None:
@@ -244,7 +247,7 @@ class AsyncRuntime:
         for nudged in self._nudges.values():  # lingering workers: stop waiting, release
             nudged.set()
         if self._workers:
-            await asyncio.wait(list(self._workers.values()), timeout=1.0)
+            await asyncio.wait(list(self._workers.values()), timeout=max(grace, 0.01))
         tasks = [*self._workers.values(), *([self._dispatcher] if self._dispatcher else [])]
         for task in tasks:
             task.cancel()

@@ -215,20 +215,23 @@ class Server:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains and stops the server; in-flight RPCs get `grace` seconds (default: settings)."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace
         await self._health.enter_graceful_shutdown()
         if self.servicer is not None:
             await self.servicer.close()
-        await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
-        await self._close_runtime()
+        await self._server.stop(grace)
+        # Steps in progress finish within what is left of the grace period.
+        await self._close_runtime(max(0.0, deadline - asyncio.get_running_loop().time()))
         _log.info("flou-grpc stopped")
 
-    async def _close_runtime(self) -> None:
+    async def _close_runtime(self, grace: float = 1.0) -> None:
         self.metrics.close()
         if self._stop_counting_retries is not None:
             self._stop_counting_retries()
             self._stop_counting_retries = None
         if self._runtime is not None and self._own_runtime:
-            await self._runtime.close()
+            await self._runtime.close(grace)
 
     async def __aenter__(self) -> Server:
         await self.start()
