@@ -12,9 +12,10 @@ unreachable or unmigrated receives no traffic.
 Shutdown is graceful (`stop`, SIGTERM): health turns NOT_SERVING (load
 balancers drain the replica), Watch streams end with UNAVAILABLE
 `ERROR_REASON_SHUTTING_DOWN` (clients resume elsewhere from their last
-revision), new RPCs are refused, in-flight ones get the grace period, then the
-runtime stops: idle workers give their leases back, a step still running
-keeps its lease until it expires and another replica takes the instance over.
+revision), new RPCs are refused, in-flight ones get the grace period, and
+steps in progress what is left of it to commit; workers then give their
+leases back. A step still running after that is abandoned: its lease expires
+and another replica takes the instance over.
 """
 
 from __future__ import annotations
