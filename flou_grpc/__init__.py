@@ -26,6 +26,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 from flou_grpc.engine import LTM
 from flou_grpc.engine.registry import Registry
+from flou_grpc.orchestrator import Orchestrator
 from flou_grpc.runtime import AsyncRuntime, Runtime, WaitMode
 
-__all__ = ["LTM", "AsyncRuntime", "Registry", "Runtime", "WaitMode", "__version__"]
+__all__ = [
+    "LTM",
+    "AsyncRuntime",
+    "Orchestrator",
+    "Registry",
+    "Runtime",
+    "WaitMode",
+    "__version__",
+]
