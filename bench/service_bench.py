@@ -1,8 +1,8 @@
 """The service over loopback: RPC/s, latency, Watch delivery and memory of a real server process.
 
 Runs `flou-grpc serve` as its own process (as in production: `python -m
-flou_grpc serve --port 0`, with FLOU_DATABASE_URL, and FLOU_APP naming this
-file, which defines the machine) and drives it from this process over one
+flou_grpc serve --port 0`, with FLOU_DATABASE_URL, and FLOU_APP naming
+bench/pingpong.py, which defines the machine) and drives it from this process over one
 grpc.aio channel: N concurrent callers are N asyncio tasks on that one channel,
 as in bench/baseline_bench.py. Every figure is taken in the same run as the
 grpc echo baseline it is compared with: the standard health `Check`, an almost
@@ -87,45 +87,19 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from flou_grpc import LTM
+import grpc
+import psycopg
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
 
-# --- the machine served (the server loads this file: FLOU_APP=bench/service_bench.py) ---
-
-
-class A(LTM):
-    name = "a"
-
-
-class B(LTM):
-    name = "b"
-
-
-class PingPong(LTM):
-    name = "pingpong"
-    init: ClassVar[Sequence[type[LTM]]] = [A]
-    transitions: ClassVar[Sequence[Mapping[str, Any]]] = [
-        {"from": A, "label": "go", "to": B},
-        {"from": B, "label": "back", "to": A},
-    ]
-
-    def get_initial_state(self) -> Mapping[str, Any]:
-        return {"log": []}
-
-
-# Imported below the machines: the server imports this file only for them.
-import grpc  # noqa: E402
-import psycopg  # noqa: E402
-from google.protobuf import struct_pb2  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb  # noqa: E402
-from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc, instance_pb2  # noqa: E402
+from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
+from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc, instance_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = Path(__file__).resolve()
+APP = Path(__file__).resolve().with_name("pingpong.py")  # the machine the server serves
 MACHINE = "pingpong"
 LABELS = ("go", "back")
 CLIENTS = (1, 32)

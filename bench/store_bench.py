@@ -68,19 +68,20 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import psycopg
+from pingpong import PingPong  # bench/ is the script's directory: on sys.path
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import delete, event, insert, select, update
 from sqlalchemy.engine import make_url
 
-from flou_grpc import LTM, Runtime, WaitMode
+from flou_grpc import Runtime, WaitMode
 from flou_grpc.engine.document import apply_patch
 from flou_grpc.store.schema import events, instances, work_items
 
@@ -88,25 +89,6 @@ INSTANCES = 64
 DRIVERS = 16
 LABELS = ("go", "back")
 ACTIVE = ("pingpong.a", "pingpong.b")  # the active leaf after an even / odd number sent
-
-# --- the machine ----------------------------------------------------------------------
-
-
-class A(LTM):
-    name = "a"
-
-
-class B(LTM):
-    name = "b"
-
-
-class PingPong(LTM):
-    name = "pingpong"
-    init: ClassVar[Sequence[type[LTM]]] = [A]
-    transitions: ClassVar[Sequence[Mapping[str, Any]]] = [
-        {"from": A, "label": "go", "to": B},
-        {"from": B, "label": "back", "to": A},
-    ]
 
 
 @dataclass
