@@ -116,6 +116,7 @@ class Machine:
             raise TypeError(f"{root!r} is not an LTM class")
         validate_tree(root)
         self.root = root
+        self.user_code_in_steps = False  # its steps are pure: only `run` is user code
         self.declaration = declaration(root)
         self.name: str = self.declaration.name.text
 

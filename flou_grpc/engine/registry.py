@@ -3,15 +3,18 @@
 Only registered machines can be started: a client names a machine, never a
 class path, so nothing a client sends is ever imported. Machines are
 registered one class at a time, or by importing a module (`--app
-mypkg.machines`) and registering every root LTM it defines.
+mypkg.machines`) and registering every root it defines: root LTMs, and
+classes that bring their own host (`__flou_hosted__`, e.g. an Orchestrator).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from flou_grpc.engine.declaration import declaration
+from flou_grpc.engine.hosting import Hosted
 from flou_grpc.engine.ltm import LTM
 from flou_grpc.engine.machine import Machine
 from flou_grpc.errors import MachineNotFoundError
@@ -22,19 +25,22 @@ __all__ = ["Registry", "roots_of_module"]
 class Registry:
     """Registered machines by name; iteration is in name order."""
 
-    def __init__(self, machines: Iterable[type[LTM]] = ()) -> None:
-        self._machines: dict[str, Machine] = {}
+    def __init__(self, machines: Iterable[type[Any]] = ()) -> None:
+        self._machines: dict[str, Hosted] = {}
         for cls in machines:
             self.register(cls)
 
-    def register(self, cls: type[LTM]) -> Machine:
-        """Validates and registers a root LTM class; registering it again is a no-op.
+    def register(self, cls: type[Any]) -> Hosted:
+        """Validates and registers a root LTM class, or a class with its own host.
+
+        Registering a class again is a no-op.
 
         Raises:
             InvalidDefinitionError: The class or its tree is declared wrong.
             ValueError: Another class is registered under the same name.
         """
-        machine = Machine(cls)
+        hosting = getattr(cls, "__flou_hosted__", None)
+        machine: Hosted = hosting() if hosting is not None else Machine(cls)
         existing = self._machines.get(machine.name)
         if existing is not None:
             if existing.root is cls:
@@ -47,8 +53,8 @@ class Registry:
         self._machines[machine.name] = machine
         return machine
 
-    def register_module(self, module: str) -> list[Machine]:
-        """Imports a module and registers every root LTM it defines.
+    def register_module(self, module: str) -> list[Hosted]:
+        """Imports a module and registers every root it defines (see `roots_of_module`).
 
         Raises:
             ImportError: The module cannot be imported.
@@ -56,10 +62,10 @@ class Registry:
         """
         roots = roots_of_module(module)
         if not roots:
-            raise ValueError(f"module {module!r} defines no root LTM class")
+            raise ValueError(f"module {module!r} defines no root LTM or orchestrator class")
         return [self.register(cls) for cls in roots]
 
-    def get(self, name: str) -> Machine:
+    def get(self, name: str) -> Hosted:
         """The machine registered as `name`.
 
         Raises:
@@ -70,7 +76,7 @@ class Registry:
             raise MachineNotFoundError(name)
         return machine
 
-    def __iter__(self) -> Iterator[Machine]:
+    def __iter__(self) -> Iterator[Hosted]:
         return iter(sorted(self._machines.values(), key=lambda m: m.name))
 
     def __len__(self) -> int:
@@ -80,8 +86,12 @@ class Registry:
         return name in self._machines
 
 
-def roots_of_module(module: str) -> list[type[LTM]]:
-    """The LTM classes a module defines that no other LTM of it uses as a child."""
+def roots_of_module(module: str) -> list[type[Any]]:
+    """The roots a module defines.
+
+    Its LTM classes that no other LTM of it uses as a child, and its classes
+    with a host of their own (`__flou_hosted__`: orchestrators).
+    """
     imported = importlib.import_module(module)
     defined = [
         value
@@ -92,4 +102,11 @@ def roots_of_module(module: str) -> list[type[LTM]]:
         and "_flou_declaration" in value.__dict__
     ]
     children = {child for cls in defined for child in declaration(cls).children}
-    return [cls for cls in defined if cls not in children]
+    hosted = [
+        value
+        for value in vars(imported).values()
+        if isinstance(value, type)
+        and value.__module__ == imported.__name__
+        and callable(getattr(value, "__flou_hosted__", None))
+    ]
+    return [cls for cls in defined if cls not in children] + hosted

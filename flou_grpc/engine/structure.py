@@ -35,7 +35,8 @@ class NodeInfo:
     fqn: str
     """The structure fqn, made of templates (`jobs.worker_{id}.step`)."""
     kind: str
-    """"state" (no children) or "machine"."""
+    """"state" (no children) or "machine"; for orchestrators also "parallel" (a
+    python-statemachine parallel state) and "orchestrator" (the root)."""
     params: tuple[str, ...]
     init: tuple[str, ...]
     children: tuple[NodeInfo, ...]

@@ -144,6 +144,13 @@ class Orchestrator:
             setattr(model, attribute, value)
         return model
 
+    @classmethod
+    def __flou_hosted__(cls) -> Any:
+        """The host the runtime serves this class through (`flou_grpc.engine.hosting`)."""
+        from flou_grpc.orchestrator.hosted import HostedOrchestrator  # it imports this module
+
+        return HostedOrchestrator(cls)
+
     def __repr__(self) -> str:
         machines = ", ".join(f"{name}={machine!r}" for name, machine in machines_of(self).items())
         return f"{type(self).__name__}({machines})"

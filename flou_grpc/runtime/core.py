@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import inspect
 import json
@@ -41,8 +42,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, ParamSpec, TypeVar
 
 from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
+from flou_grpc.engine.hosting import Hosted
 from flou_grpc.engine.ltm import LTM, state_key_path
-from flou_grpc.engine.machine import ACTIVE, ERROR, QUEUED, Fired, Machine, Step
+from flou_grpc.engine.machine import ACTIVE, ERROR, QUEUED, Fired, Step
 from flou_grpc.engine.registry import Registry
 from flou_grpc.engine.requests import payload_of, transition_item, update_item
 from flou_grpc.engine.work import Execute, Transition, UpdateState, WorkItem, to_json
@@ -323,7 +325,7 @@ class AsyncRuntime:
 
         async def create() -> tuple[JsonObject, Instance]:
             new_id = instance_id or _new_id()
-            step = hosted.start(new_id, owned)
+            step = await self._step(hosted, hosted.start, new_id, owned)
             now = utcnow()
             await self._db(
                 self.store.create,
@@ -939,7 +941,9 @@ class AsyncRuntime:
             return await self._execute(snapshot, hosted, work, item)
         try:
             if isinstance(item, Transition):
-                step = hosted.transition(instance_id, instance.document, item)
+                step = await self._step(
+                    hosted, hosted.transition, instance_id, instance.document, item
+                )
                 kind = EventKind.TRANSITIONED
             else:
                 assert isinstance(item, UpdateState)
@@ -955,6 +959,15 @@ class AsyncRuntime:
         after = await self._commit(instance, step, kind, work, fired=fired)
         self._resolve(work.id, _Outcome(after, fired))
         return after
+
+    async def _step(
+        self, hosted: Hosted, step: Callable[P, Step], *args: P.args, **kwargs: P.kwargs
+    ) -> Step:
+        """Takes a step: on the loop when it is pure, else in the user-code threads."""
+        if not hosted.user_code_in_steps:
+            return step(*args, **kwargs)
+        call = functools.partial(step, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._user_threads, call)
 
     async def _commit(
         self,
@@ -1019,7 +1032,7 @@ class AsyncRuntime:
         return after
 
     async def _execute(
-        self, snapshot: Snapshot, hosted: Machine, work: WorkRecord, item: Execute
+        self, snapshot: Snapshot, hosted: Hosted, work: WorkRecord, item: Execute
     ) -> Snapshot | None:
         instance = snapshot.instance
         calls = 0
@@ -1056,7 +1069,7 @@ class AsyncRuntime:
         return after
 
     async def _apply(
-        self, read: InstanceRecord, hosted: Machine, work: WorkRecord, item: Execute, effects: Any
+        self, read: InstanceRecord, hosted: Hosted, work: WorkRecord, item: Execute, effects: Any
     ) -> Snapshot:
         """Applies a run's effects to the document it read; to the latest if that moved on.
 
@@ -1073,7 +1086,7 @@ class AsyncRuntime:
                 latest = await self._db(self.store.instance, latest.id)
 
     async def _failed(
-        self, snapshot: Snapshot, hosted: Machine, work: WorkRecord, item: Execute, exc: Exception
+        self, snapshot: Snapshot, hosted: Hosted, work: WorkRecord, item: Execute, exc: Exception
     ) -> Snapshot | None:
         """Records a failed run; retries it after a backoff, or marks its node `error`.
 

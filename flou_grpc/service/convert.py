@@ -240,17 +240,25 @@ def machine_message(
     """A `Machine`; with its structure when `root` is given."""
     message = machine_pb2.Machine(name=name, kind=kind, description=description)
     if root is not None:
+        if root.kind == "orchestrator":
+            message.kind = machine_pb2.MACHINE_KIND_ORCHESTRATOR
         message.root.CopyFrom(node_message(root))
     return message
+
+
+_NODE_KIND: Final = {
+    "state": machine_pb2.NODE_KIND_STATE,
+    "machine": machine_pb2.NODE_KIND_MACHINE,
+    "parallel": machine_pb2.NODE_KIND_PARALLEL,
+    "orchestrator": machine_pb2.NODE_KIND_ORCHESTRATOR,
+}
 
 
 def node_message(node: NodeInfo) -> machine_pb2.Node:
     return machine_pb2.Node(
         name=node.name,
         fqn=node.fqn,
-        kind=machine_pb2.NODE_KIND_MACHINE
-        if node.kind == "machine"
-        else machine_pb2.NODE_KIND_STATE,
+        kind=_NODE_KIND.get(node.kind, machine_pb2.NODE_KIND_STATE),
         params=node.params,
         init=node.init,
         final=node.final,

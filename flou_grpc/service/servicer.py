@@ -32,8 +32,10 @@ from flou_grpc._proto.flou.v1 import (
 from flou_grpc._proto.flou.v1 import (
     flou_service_pb2_grpc,
     instance_pb2,
+    machine_pb2,
 )
 from flou_grpc.config import Settings
+from flou_grpc.engine.hosting import Hosted
 from flou_grpc.engine.structure import description
 from flou_grpc.errors import (
     DeadlineExceededError,
@@ -65,6 +67,14 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseExceptio
     if not isinstance(error, FlouError):
         _log.error("unexpected error", exc_info=error)
     await context.abort_with_status(to_grpc_status(error))
+
+
+def _listed(machine: Hosted) -> machine_pb2.Machine:
+    """A machine as ListMachines shows it: name, kind, description, no structure."""
+    message = convert.machine_message(machine.name, description(machine.root), None)
+    if machine.describe().kind == "orchestrator":
+        message.kind = machine_pb2.MACHINE_KIND_ORCHESTRATOR
+    return message
 
 
 def _required(value: str, field: str) -> str:
@@ -364,9 +374,7 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
             page = machines[start : start + size]
             more = start + size < len(machines)
             return pb.ListMachinesResponse(
-                machines=[
-                    convert.machine_message(m.name, description(m.root), None) for m in page
-                ],
+                machines=[_listed(m) for m in page],
                 next_page_token=_token({"offset": start + size}) if more else "",
             )
 
