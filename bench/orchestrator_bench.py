@@ -36,26 +36,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import grpc
-import psycopg
-from psycopg import sql
+from serving import database, running_server  # bench/: the script's directory
 
 from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc
@@ -82,83 +77,6 @@ CYCLE: tuple[tuple[str, str], ...] = machines.CYCLE
 
 
 # --- servers and databases --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(backend: str, admin: str, directory: Path) -> Iterator[str]:
-    """The URL of a temporary SQLite file or a throwaway PostgreSQL database; removed after."""
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / 'bench.db'}"
-        return
-    name = f"flou_orchestrator_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        params = conninfo_to_dict(make_conninfo(admin, dbname=name))
-        password = f":{params['password']}" if params.get("password") else ""
-        yield (
-            f"postgresql+psycopg://{params.get('user', '')}{password}@"
-            f"{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{name}"
-        )
-    finally:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        for attempt in range(10):
-            try:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(drop)
-                break
-            except psycopg.OperationalError:
-                if attempt == 9:
-                    print(f"could not drop the database {name}; drop it by hand")
-                time.sleep(1)
-
-
-@contextlib.contextmanager
-def server(backend: str, url: str, directory: Path) -> Iterator[int]:
-    """A `flou-grpc serve` process on `url`; yields its port; SIGTERM (then kill) at the end."""
-    log = directory / f"server-{backend}.log"
-    environ = {
-        **os.environ,
-        "FLOU_DATABASE_URL": url,
-        "FLOU_APP": str(APP),
-        "FLOU_SHUTDOWN_GRACE": "1",
-    }
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flou_grpc", "serve", "--port", "0"],
-            cwd=ROOT,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {backend} server did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield int(found.group(1))
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        noisy = [
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if line.strip() and not re.match(r"^\S+ \S+ (INFO|DEBUG) ", line)
-        ]
-        if noisy:
-            print(f"{backend} server: {len(noisy)} log lines beyond INFO, first: {noisy[0][:300]}")
-
-
-# --- in memory --------------------------------------------------------------------------------
 
 
 def in_memory(seconds: float, kind: str) -> float:
@@ -293,11 +211,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="flou-orchestrator-bench-") as tmp:
             for backend in backends:
                 with (
-                    database(backend, args.pg_admin, Path(tmp)) as url,
-                    server(backend, url, Path(tmp)) as port,
+                    database(backend, args.pg_admin, Path(tmp)) as (url, _),
+                    running_server(backend, url, Path(tmp), APP) as server,
                 ):
                     errors += asyncio.run(
-                        service_runs(port, args.runs, args.seconds, results, backend)
+                        service_runs(server.port, args.runs, args.seconds, results, backend)
                     )
     except KeyboardInterrupt:
         print("interrupted: servers stopped, databases dropped")
