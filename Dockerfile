@@ -7,8 +7,13 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md CHANGELOG.md ./
 COPY flou_grpc ./flou_grpc
-RUN python -m pip wheel --no-cache-dir --disable-pip-version-check \
-        -c constraints.txt --wheel-dir /wheels .
+COPY clients/python ./clients/python
+# flou-client (the CLI's client) is not on PyPI: its wheel is built here first, and pip
+# finds it in the wheel directory when it resolves flou-grpc's dependencies.
+RUN python -m pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
+        --wheel-dir /wheels ./clients/python \
+    && python -m pip wheel --no-cache-dir --disable-pip-version-check \
+        -c constraints.txt --find-links /wheels --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --create-home --home-dir /app flou
