@@ -120,7 +120,7 @@ def test_help_documents_the_exit_codes(capsys):
 
 
 def _serve_args(*argv: str) -> argparse.Namespace:
-    return cli._parser().parse_args(["serve", *argv])
+    return cli.build_parser().parse_args(["serve", *argv])
 
 
 def test_serve_options_override_the_environment():
