@@ -35,6 +35,7 @@ $(BUF): tools/package.json tools/package-lock.json
 
 proto: $(STAMP) ## regenerate flou_grpc/_proto and the clients from protos/
 	$(BIN)/python tools/gen_protos.py
+	$(BIN)/python tools/gen_typescript.py
 
 proto-check: proto ## fail if the committed generated code differs from a regeneration
 	@git diff --exit-code --stat -- $(GENERATED) \
