@@ -13,7 +13,7 @@ BUF := tools/node_modules/.bin/buf
 GENERATED := flou_grpc/_proto clients
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check lint fmt typecheck test run bench lock clean
+.PHONY: help install go-tools proto proto-check lint fmt typecheck test run bench lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,9 +33,21 @@ $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	@touch $@
 
-proto: $(STAMP) ## regenerate flou_grpc/_proto and the clients from protos/
+GO_APT := golang-go golang-google-grpc-dev golang-google-protobuf-dev \
+	golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc protobuf-compiler
+
+go-tools: ## install Debian's Go toolchain and protoc plugins (apt), when missing
+	@command -v go >/dev/null && command -v protoc-gen-go >/dev/null \
+		&& command -v protoc-gen-go-grpc >/dev/null \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get install -y --no-install-recommends $(GO_APT) \
+		     || { $$SUDO apt-get update -qq \
+		          && $$SUDO apt-get install -y --no-install-recommends $(GO_APT); }; }
+
+proto: $(STAMP) go-tools ## regenerate flou_grpc/_proto and the clients from protos/
 	$(BIN)/python tools/gen_protos.py
 	$(BIN)/python tools/gen_typescript.py
+	$(BIN)/python tools/gen_go.py
 
 proto-check: proto ## fail if the committed generated code differs from a regeneration
 	@git diff --exit-code --stat -- $(GENERATED) \
