@@ -56,10 +56,11 @@ proto-check: proto ## fail if the committed generated code differs from a regene
 		|| { git status --short -- $(GENERATED); \
 		     echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
-lint: $(STAMP) $(BUF) ## ruff (lint + format check) and buf lint
+lint: $(STAMP) $(BUF) ## ruff (lint + format check), buf lint and hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BUF) lint
+	$(BIN)/hadolint Dockerfile
 
 fmt: $(STAMP) ## format and auto-fix the Python code
 	$(BIN)/ruff format .
