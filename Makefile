@@ -13,7 +13,7 @@ BUF := tools/node_modules/.bin/buf
 GENERATED := flou_grpc/_proto clients
 
 .DEFAULT_GOAL := help
-.PHONY: help install go-tools proto proto-check lint fmt typecheck test run bench lock clean
+.PHONY: help install go-tools proto proto-check lint fmt typecheck test run container-check bench lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ run: $(STAMP) ## run the server with the demo machines on 127.0.0.1:50051, SQLit
 	@echo "    $(BIN)/flou-grpc watch order-1"
 	@echo "    grpcurl -plaintext 127.0.0.1:50051 list flou.v1.FlouService"
 	FLOU_APP="$${FLOU_APP:-$(DEMO_APP)}" $(BIN)/flou-grpc serve
+
+container-check: $(STAMP) ## build the Dockerfile with buildah and run the image (root, Debian)
+	$$([ "$$(id -u)" = 0 ] || echo sudo) bash tools/container_check.sh
 
 bench: $(STAMP) ## run every benchmark under bench/ and print its figures
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
