@@ -12,8 +12,8 @@ clients/go/go.mod, which is also where the GOPATH-mode build lays it out
 carry no `go_package` option and protos/ is not changed for Go: every file
 gets its import path from an `M` mapping on the command line instead.
 
-The same protoc as the Python code (`python -m grpc_tools.protoc`, from
-grpcio-tools in .venv, pinned by constraints.txt), with Debian's plugins
+The same protoc as the Python code (`tools/protoc.py`: `python -m
+grpc_tools.protoc`, from grpcio-tools in .venv), with Debian's plugins
 (`apt-get install protoc-gen-go protoc-gen-go-grpc`), so the output is
 byte-stable for a given .venv and Debian release. This script installs
 nothing: when a plugin is missing it prints the apt-get command and exits 2.
@@ -25,23 +25,17 @@ file behind.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import grpc_tools
+import protoc  # tools/: the script's directory
 
-ROOT = Path(__file__).resolve().parent.parent
-PROTO_ROOT = ROOT / "protos"
-THIRD_PARTY = ROOT / "third_party" / "googleapis"
-DEFAULT_OUTPUT = ROOT / "clients" / "go" / "gen"
+DEFAULT_OUTPUT = protoc.ROOT / "clients" / "go" / "gen"
 MODULE = "github.com/flou-grpc/flou-grpc/clients/go"
 GO_PACKAGE_ROOT = f"{MODULE}/gen"
 APT_PACKAGES = ("protoc-gen-go", "protoc-gen-go-grpc")
-_SERVICE = re.compile(r"^service\s", re.MULTILINE)
 
 
 def _plugin(name: str) -> Path:
@@ -66,35 +60,18 @@ def _go_package(rel: str) -> str:
 
 
 def generate(out: Path) -> None:
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    protoc_gen_go, protoc_gen_go_grpc = _plugin("protoc-gen-go"), _plugin("protoc-gen-go-grpc")
-    protos = sorted(PROTO_ROOT.rglob("*.proto"))
-    rel = [p.relative_to(PROTO_ROOT).as_posix() for p in protos]
-    services = [r for r, p in zip(rel, protos, strict=True) if _SERVICE.search(p.read_text())]
+    plugins = {name: _plugin(name) for name in ("protoc-gen-go", "protoc-gen-go-grpc")}
+    rel = protoc.protos()
+    services = protoc.services(rel)
     mappings = [f"M{r}={_go_package(r)}" for r in rel]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        base = [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{THIRD_PARTY}",
-            f"-I{well_known}",
-            f"--plugin=protoc-gen-go={protoc_gen_go}",
-            f"--plugin=protoc-gen-go-grpc={protoc_gen_go_grpc}",
-        ]
         go_opts = [f"--go_opt={o}" for o in ("paths=source_relative", *mappings)]
-        subprocess.run([*base, f"--go_out={tmp}", *go_opts, *rel], check=True, cwd=ROOT)
+        protoc.run([f"--go_out={tmp}", *go_opts, *rel], plugins=plugins)
         if services:
             grpc_opts = [f"--go-grpc_opt={o}" for o in ("paths=source_relative", *mappings)]
-            subprocess.run(
-                [*base, f"--go-grpc_out={tmp}", *grpc_opts, *services], check=True, cwd=ROOT
-            )
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tmp, out)
+            protoc.run([f"--go-grpc_out={tmp}", *grpc_opts, *services], plugins=plugins)
+        protoc.replace_tree(tmp, out)
 
 
 def main() -> None:

@@ -34,13 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import grpc_tools
+import protoc  # tools/: the script's directory
 
-ROOT = Path(__file__).resolve().parent.parent
-PROTO_ROOT = ROOT / "protos"
-THIRD_PARTY = ROOT / "third_party" / "googleapis"
-WELL_KNOWN = Path(grpc_tools.__file__).parent / "_proto"
-PACKAGE = ROOT / "clients" / "typescript"
+PACKAGE = protoc.ROOT / "clients" / "typescript"
 PLUGIN = PACKAGE / "node_modules" / ".bin" / "protoc-gen-ts_proto"
 DEFAULT_OUT = PACKAGE / "gen"
 RPC_PROTOS = ("status.proto", "error_details.proto")
@@ -85,7 +81,6 @@ def rpc_proto_dir() -> Path:
 
 def generate(out: Path) -> None:
     ensure_tools()
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         include = tmp / "include"
@@ -95,27 +90,17 @@ def generate(out: Path) -> None:
             shutil.copyfile(source / name, include / "google" / "rpc" / name)
         generated = tmp / "gen"
         generated.mkdir()
-        subprocess.run(
+        protoc.run(
             [
-                sys.executable,
-                "-m",
-                "grpc_tools.protoc",
-                f"-I{PROTO_ROOT}",
-                f"-I{THIRD_PARTY}",
-                f"-I{include}",
-                f"-I{WELL_KNOWN}",
-                f"--plugin=protoc-gen-ts_proto={PLUGIN}",
                 f"--ts_proto_out={generated}",
                 f"--ts_proto_opt={TS_PROTO_OPTIONS}",
-                *protos,
+                *protoc.protos(),
                 *(f"google/rpc/{name}" for name in RPC_PROTOS),
             ],
-            check=True,
+            includes=[include],
+            plugins={"protoc-gen-ts_proto": PLUGIN},
         )
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(generated, out)
+        protoc.replace_tree(generated, out)
 
 
 def main() -> None:
