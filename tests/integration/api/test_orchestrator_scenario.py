@@ -7,12 +7,8 @@ after the other on the same SQLite file, for the restart.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc
 from flou_grpc.config import Settings
 from flou_grpc.service.server import Server
+from tests.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINES = "tests.integration.api.orchestrator_machines"
@@ -165,48 +162,20 @@ async def test_coordinator_is_injected_with_the_event_payload(stub):
 # --- rehydration across a server restart ---------------------------------------------------
 
 
-def _serve(url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    environ = {
-        **os.environ,
-        "FLOU_DATABASE_URL": url,
-        "FLOU_APP": MACHINES,
-        "FLOU_SHUTDOWN_GRACE": "1",
-    }
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flou_grpc", "serve", "--port", "0"],
-            cwd=ROOT,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
-        if found:
-            return process, int(found.group(1))
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the server did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def serve(tmp_path) -> Iterator[Any]:
+def serve() -> Iterator[Any]:
     """Starts `flou-grpc serve` processes; stops with SIGTERM, kills any left at the end."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[ServerProcess] = []
 
-    def run(url: str) -> tuple[subprocess.Popen[bytes], int]:
-        process, port = _serve(url, tmp_path / f"server-{len(started)}.log")
-        started.append(process)
-        return process, port
+    def run(url: str) -> tuple[subprocess.Popen[str], int]:
+        server = ServerProcess(url, app=(MACHINES,), env={"FLOU_SHUTDOWN_GRACE": "1"}).start()
+        started.append(server)
+        assert server.process is not None
+        return server.process, server.port
 
     yield run
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for server in started:
+        server.kill()
 
 
 def _call(port: int, method: str, request: Any) -> Any:

@@ -4,15 +4,9 @@ graceful shutdown of a serving process (SIGTERM) under an open Watch."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,80 +14,23 @@ from google.protobuf import json_format, struct_pb2
 
 from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc
+from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.postgres
 
 T = 5
-LISTENING = re.compile(r"flou-grpc listening on 127\.0\.0\.1:(\d+)")
-
-
-class Served:
-    """A `python -m flou_grpc serve --port 0` subprocess; its stderr is collected."""
-
-    def __init__(self, database_url: str, cwd: Path) -> None:
-        env = {
-            **os.environ,
-            "FLOU_DATABASE_URL": database_url,
-            "FLOU_APP": "tests.ltms.flat",
-            "FLOU_SHUTDOWN_GRACE": "2",
-            "FLOU_WATCH_HEARTBEAT": "0.2",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flou_grpc", "serve", "--port", "0"],
-            cwd=cwd,
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            found = LISTENING.search(line)
-            if found and self.port is None:
-                self.port = int(found.group(1))
-                self._listening.set()
-        self._listening.set()  # the process ended
-
-    def wait_listening(self, timeout: float = 30) -> int:
-        assert self._listening.wait(timeout), "the server never logged its port"
-        assert self.port is not None, "the server exited:\n" + "".join(self.lines)
-        return self.port
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        self._reader.join(5)
-        return "".join(self.lines)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        if self.process.stderr is not None:
-            self._reader.join(5)
-            self.process.stderr.close()
+ENV = {"FLOU_SHUTDOWN_GRACE": "2", "FLOU_WATCH_HEARTBEAT": "0.2"}
 
 
 @pytest.fixture
-def serve(postgres_url: str, repo_root: Path) -> Iterator[object]:
+def serve(postgres_url: str) -> Iterator[object]:
     """`serve(n)`: n server processes on the test's PostgreSQL database, listening."""
-    started: list[Served] = []
+    started: list[ServerProcess] = []
 
-    def start(count: int) -> list[Served]:
-        new = [Served(postgres_url, repo_root) for _ in range(count)]
-        started.extend(new)
-        for served in new:
-            served.wait_listening()
-        return new
+    def start(count: int) -> list[ServerProcess]:
+        for _ in range(count):
+            started.append(ServerProcess(postgres_url, app=("tests.ltms.flat",), env=ENV).start())
+        return started[-count:]
 
     yield start
     for served in started:
@@ -103,8 +40,8 @@ def serve(postgres_url: str, repo_root: Path) -> Iterator[object]:
 async def test_a_watch_on_one_process_sees_what_another_commits_at_once(serve):
     a, b = serve(2)
     async with (
-        grpc.aio.insecure_channel(a.target) as channel_a,
-        grpc.aio.insecure_channel(b.target) as channel_b,
+        grpc.aio.insecure_channel(a.address) as channel_a,
+        grpc.aio.insecure_channel(b.address) as channel_b,
     ):
         via_a = flou_service_pb2_grpc.FlouServiceStub(channel_a)
         via_b = flou_service_pb2_grpc.FlouServiceStub(channel_b)
@@ -169,7 +106,7 @@ async def until_an_error(watch) -> None:
 
 async def test_sigterm_ends_open_watches_unavailable_and_exits_zero(serve, rich):
     [served] = serve(1)
-    async with grpc.aio.insecure_channel(served.target) as channel:
+    async with grpc.aio.insecure_channel(served.address) as channel:
         stub = flou_service_pb2_grpc.FlouServiceStub(channel)
         await stub.Start(
             pb.StartRequest(machine="linear", instance_id="pg-2", wait=pb.WAIT_MODE_SETTLED),
@@ -186,4 +123,5 @@ async def test_sigterm_ends_open_watches_unavailable_and_exits_zero(serve, rich)
         assert error.reason == "ERROR_REASON_SHUTTING_DOWN"
         assert time.monotonic() - began < 2  # at once, not after the grace period
     assert await asyncio.to_thread(served.process.wait, 15) == 0
-    assert "stopped" in served.output()
+    served.kill()  # reaps the log
+    assert "stopped" in "".join(served.log)

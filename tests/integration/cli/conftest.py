@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from flou_grpc import cli
-from tests.integration.clients.server_process import ROOT, ServerProcess
+from tests.server_process import ROOT, ServerProcess
 
 TOKEN = "cli-test-token"
 

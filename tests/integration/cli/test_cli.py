@@ -18,7 +18,7 @@ import time
 import uuid
 
 from tests.integration.cli.conftest import TOKEN, _run, run_in_process
-from tests.integration.clients.server_process import ROOT
+from tests.server_process import ROOT
 
 
 def _id() -> str:

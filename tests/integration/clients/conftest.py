@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from flou_client import FlouClient
 
-from tests.integration.clients.server_process import ServerProcess
+from tests.server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from flou_client import Event, EventKind, FlouClient, Heartbeat, Instance
 
 from tests.integration.clients import test_go_client as go_tests
 from tests.integration.clients import test_typescript_client as ts_tests
-from tests.integration.clients.server_process import ServerProcess
+from tests.server_process import ServerProcess
 
 # As test_go_client: installing the Go toolchain on a fresh machine takes minutes.
 pytestmark = pytest.mark.timeout(600)

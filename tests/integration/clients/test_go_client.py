@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.clients.server_process import ROOT, ServerProcess
+from tests.server_process import ROOT, ServerProcess
 
 # Installing the toolchain on a fresh machine takes longer than the suite's 60 s.
 pytestmark = pytest.mark.timeout(600)

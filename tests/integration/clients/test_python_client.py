@@ -30,7 +30,7 @@ from flou_client import (
     WaitMode,
 )
 
-from tests.integration.clients.server_process import ServerProcess
+from tests.server_process import ServerProcess
 
 
 def _id(prefix: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from flou_client import FlouClient, RetryPolicy
 
 from tests.integration.cli.conftest import run_in_process
-from tests.integration.clients.server_process import ServerProcess
+from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 

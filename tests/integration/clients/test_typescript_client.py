@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.clients.server_process import ROOT, ServerProcess
+from tests.server_process import ROOT, ServerProcess
 
 PACKAGE = ROOT / "clients" / "typescript"
 NODE_TIMEOUT = 120

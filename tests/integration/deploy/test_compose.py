@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 
 from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc
+from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -48,32 +48,13 @@ def _replica_env(service: str, database_url: str) -> dict[str, str]:
 
 @contextmanager
 def _replica(env: dict[str, str]) -> Iterator[int]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOU_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flou_grpc", "serve"],
-        cwd=ROOT,  # the compose working_dir, /app, holds the mounted examples/
-        env={**clean, **env},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    port = None
-    for line in process.stderr:
-        found = _LISTENING.search(line)
-        if found:
-            port = int(found.group(1))
-            break
-    assert port, "the replica never logged its port"
-    drain = threading.Thread(target=process.stderr.read, daemon=True)
-    drain.start()
+    """A server configured by the replica's environment alone, as its container is."""
+    # cwd is the repository: the compose working_dir, /app, holds the mounted examples/.
+    server = ServerProcess(None, app=None, env=env).start()
     try:
-        yield port
+        yield server.port
     finally:
-        process.terminate()
-        code = process.wait(timeout=30)
-        drain.join(timeout=5)
-        process.stderr.close()
-        assert code == 0  # SIGTERM: a graceful stop
+        assert server.stop(timeout=30) == 0  # SIGTERM: a graceful stop
 
 
 def test_the_compose_services_are_what_the_readme_says():

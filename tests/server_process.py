@@ -1,9 +1,10 @@
-"""A real `flou-grpc serve` process on a real SQLite file, for the client and CLI tests.
+"""A real `flou-grpc serve` process, for every test that needs one in its own process.
 
 Started as an operator would (`python -m flou_grpc serve --port 0 --app ...
---database-url sqlite:///...`); its port is read from the line it logs,
-`flou-grpc listening on 127.0.0.1:PORT`. Its stderr is drained by a thread
-(a full pipe would block the server) and kept for failure messages.
+--database-url ...`, or configured by FLOU_* variables alone, as a container
+is); its port is read from the line it logs, `flou-grpc listening on
+127.0.0.1:PORT`. Its stderr is drained by a thread (a full pipe would block
+the server) and kept for failure messages.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 APP = ("tests.ltms.flat", "tests.ltms.nested", "tests.ltms.lanes")
 """The library machines every test server serves (linear, self_loop, shop, deep, hub_lanes...)."""
 
@@ -29,12 +30,13 @@ class ServerProcess:
 
     def __init__(
         self,
-        database: Path,
+        database: Path | str | None,
         *,
         port: int = 0,
-        app: tuple[str, ...] = APP,
+        app: tuple[str, ...] | None = APP,
         env: dict[str, str] | None = None,
     ) -> None:
+        """`database`: a SQLite file, or a URL; None (and `app` None): from `env` alone."""
         self.database, self.port, self.app = database, port, app
         self.env = {**os.environ, **(env or {})}
         for name in ("FLOU_APP", "FLOU_DATABASE_URL", "FLOU_PORT", "FLOU_AUTH_TOKENS"):
@@ -50,19 +52,15 @@ class ServerProcess:
 
     def start(self, timeout: float = 30) -> ServerProcess:
         self.log = []
+        options = ["--port", str(self.port)]
+        if self.app is not None:
+            options += ["--app", ",".join(self.app)]
+        if isinstance(self.database, Path):
+            options += ["--database-url", f"sqlite:///{self.database}"]
+        elif self.database is not None:
+            options += ["--database-url", self.database]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flou_grpc",
-                "serve",
-                "--port",
-                str(self.port),
-                "--app",
-                ",".join(self.app),
-                "--database-url",
-                f"sqlite:///{self.database}",
-            ],
+            [sys.executable, "-m", "flou_grpc", "serve", *options],
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
