@@ -114,6 +114,65 @@ def report_server_log(backend: str, log: Path, returncode: int | None) -> None:
             print(f"    x{count}{f' (first at {first})' if first else ''}: {text[:300]}")
 
 
+@dataclass(frozen=True)
+class Postgres:
+    """A throwaway PostgreSQL database: how to reach it, and the server's settings."""
+
+    name: str
+    conninfo: str
+    url: str
+    """The SQLAlchemy URL (psycopg 3) the store opens."""
+    settings: dict[str, str]
+    """server_version, synchronous_commit and fsync, as SHOW gives them."""
+
+
+@contextlib.contextmanager
+def postgres_database(admin: str, prefix: str) -> Iterator[Postgres]:
+    """A uniquely named database made through `admin`, dropped at the end.
+
+    Warns when the PostgreSQL server restarted meanwhile (other suites of this
+    machine restart it): figures taken across a restart include its downtime.
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        conninfo = make_conninfo(admin, dbname=name)
+        with psycopg.connect(conninfo) as conn:
+            settings = {
+                key: str((conn.execute(f"SHOW {key}").fetchone() or ("?",))[0])
+                for key in ("server_version", "synchronous_commit", "fsync")
+            }
+            started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+        params = conninfo_to_dict(conninfo)
+        user = params.get("user", "")
+        password = f":{params['password']}" if params.get("password") else ""
+        host = params.get("host", "127.0.0.1")
+        port = params.get("port", 5432)
+        url = f"postgresql+psycopg://{user}{password}@{host}:{port}/{name}"
+        yield Postgres(name, conninfo, url, settings)
+        with psycopg.connect(conninfo) as conn:
+            if conn.execute("SELECT pg_postmaster_start_time()").fetchone() != started:
+                print(
+                    "WARNING: the PostgreSQL server restarted during this run (something else "
+                    "restarted it): the PostgreSQL figures include its downtime"
+                )
+    finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        for attempt in range(30):  # the server may be restarting
+            try:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(drop)
+                break
+            except psycopg.OperationalError:
+                if attempt == 29:
+                    print(f"could not drop the database {name}; drop it by hand")
+                    raise
+                time.sleep(1)
+
+
 @contextlib.contextmanager
 def database(backend: str, admin: str, directory: Path) -> Iterator[tuple[str, str]]:
     """(database URL, description): a temporary SQLite file, or a throwaway PostgreSQL database."""
@@ -125,42 +184,9 @@ def database(backend: str, admin: str, directory: Path) -> Iterator[tuple[str, s
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"flou_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        params = conninfo_to_dict(make_conninfo(admin, dbname=name))
-        with psycopg.connect(**params) as conn:  # type: ignore[arg-type]
-            version = conn.execute("SHOW server_version").fetchone()
-            commit = conn.execute("SHOW synchronous_commit").fetchone()
-            started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
-        user = params.get("user", "")
-        password = f":{params['password']}" if params.get("password") else ""
-        host = params.get("host", "127.0.0.1")
-        port = params.get("port", 5432)
-        url = f"postgresql+psycopg://{user}{password}@{host}:{port}/{name}"
+    with postgres_database(admin, "flou_bench") as made:
         yield (
-            url,
-            f"PostgreSQL {version[0] if version else '?'} (synchronous_commit "
-            f"{commit[0] if commit else '?'}), database {name}",
+            made.url,
+            f"PostgreSQL {made.settings['server_version']} (synchronous_commit "
+            f"{made.settings['synchronous_commit']}), database {made.name}",
         )
-        with psycopg.connect(**params) as conn:  # type: ignore[arg-type]
-            if conn.execute("SELECT pg_postmaster_start_time()").fetchone() != started:
-                print(
-                    "WARNING: the PostgreSQL server restarted during this run (something else "
-                    "restarted it): the PostgreSQL figures include its downtime"
-                )
-    finally:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        for attempt in range(30):  # the server may be restarting (other suites restart it)
-            try:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(drop)
-                break
-            except psycopg.OperationalError:
-                if attempt == 29:
-                    print(f"could not drop the database {name}; drop it by hand")
-                    raise
-                time.sleep(1)

@@ -76,10 +76,8 @@ from typing import Any, Protocol
 
 import psycopg
 from pingpong import PingPong  # bench/ is the script's directory: on sys.path
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from serving import postgres_database
 from sqlalchemy import delete, event, insert, select, update
-from sqlalchemy.engine import make_url
 
 from flou_grpc import Runtime, WaitMode
 from flou_grpc.engine.document import apply_patch
@@ -747,42 +745,12 @@ class Backend:
 @contextlib.contextmanager
 def postgres(admin: str) -> Iterator[Backend]:
     """A uniquely named throwaway database, dropped at the end."""
-    name = f"flou_store_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        conninfo = make_conninfo(admin, dbname=name)
-        url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
-        with psycopg.connect(conninfo) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            commit = conn.execute("SHOW synchronous_commit").fetchone()
-            fsync = conn.execute("SHOW fsync").fetchone()
-            started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+    with postgres_database(admin, "flou_store_bench") as made:
         settings = (
-            f"PostgreSQL {version[0] if version else '?'}, synchronous_commit "
-            f"{commit[0] if commit else '?'}, fsync {fsync[0] if fsync else '?'}"
+            f"PostgreSQL {made.settings['server_version']}, synchronous_commit "
+            f"{made.settings['synchronous_commit']}, fsync {made.settings['fsync']}"
         )
-        yield Backend(
-            "postgresql", url.render_as_string(hide_password=False), conninfo, None, settings
-        )
-        with psycopg.connect(conninfo) as conn:
-            if conn.execute("SELECT pg_postmaster_start_time()").fetchone() != started:
-                print(
-                    "WARNING: the PostgreSQL server restarted during this run (something else "
-                    "restarted it): the PostgreSQL figures include its downtime"
-                )
-    finally:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        for attempt in range(30):  # the server may be restarting (other test suites restart it)
-            try:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(drop)
-                break
-            except psycopg.OperationalError:
-                if attempt == 29:
-                    print(f"could not drop the database {name}; drop it by hand")
-                    raise
-                time.sleep(1)
+        yield Backend("postgresql", made.url, made.conninfo, None, settings)
 
 
 @contextlib.contextmanager
