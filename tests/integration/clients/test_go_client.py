@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certificates import make_pki, mtls_env
 from tests.server_process import ROOT, ServerProcess
 
 # Installing the toolchain on a fresh machine takes longer than the suite's 60 s.
@@ -124,31 +125,6 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     process.stop()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _issue(name: str, extensions: str, cwd: Path) -> None:
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(
-        "req",
-        *key,
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-        cwd=cwd,
-    )
-    (cwd / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext",
-        cwd=cwd,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def tls_server(
     tmp_path_factory: pytest.TempPathFactory,
@@ -157,29 +133,8 @@ def tls_server(
     if shutil.which("openssl") is None:
         yield None
         return
-    pki = tmp_path_factory.mktemp("go-pki")
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(
-        "req",
-        "-x509",
-        *key,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        cwd=pki,
-    )
-    _issue("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", pki)
-    _issue("client", "extendedKeyUsage=clientAuth\n", pki)
-    env = {
-        "FLOU_TLS_CERT": str(pki / "server.pem"),
-        "FLOU_TLS_KEY": str(pki / "server.key"),
-        "FLOU_TLS_CLIENT_CA": str(pki / "ca.pem"),
-    }
+    pki = make_pki(tmp_path_factory.mktemp("go-pki"))
+    env = mtls_env(pki)
     process = ServerProcess(
         tmp_path_factory.mktemp("go-tls") / "flou.db", app=APP, env=env
     ).start()

@@ -3,94 +3,27 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import flou_client
 import pytest
 from flou_client import FlouClient, RetryPolicy
 
+from tests.certificates import make_pki, mtls_env
 from tests.integration.cli.conftest import run_in_process
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _issue(name: str, extensions: str, cwd: Path) -> None:
-    """`name.key` and `name.pem`, signed by the CA of `cwd`."""
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-        cwd=cwd,
-    )
-    (cwd / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        f"{name}.pem",
-        "-days",
-        "1",
-        "-extfile",
-        f"{name}.ext",
-        cwd=cwd,
-    )
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        cwd=where,
-    )
-    _issue("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", where)
-    _issue("client", "extendedKeyUsage=clientAuth\n", where)
-    return where
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
 def mtls_server(certificates: Path, tmp_path_factory: pytest.TempPathFactory):
-    env = {
-        "FLOU_TLS_CERT": str(certificates / "server.pem"),
-        "FLOU_TLS_KEY": str(certificates / "server.key"),
-        "FLOU_TLS_CLIENT_CA": str(certificates / "ca.pem"),
-    }
+    env = mtls_env(certificates)
     process = ServerProcess(tmp_path_factory.mktemp("tls") / "flou.db", env=env).start()
     yield process
     process.stop()
