@@ -57,7 +57,8 @@ class Watchers:
         self.limits = settings.limits
         self.open: Counter[str] = Counter()
         self._messages: dict[tuple[str, int], pb.WatchResponse] = {}
-        self._closing = asyncio.Event()
+        self.closing = asyncio.Event()
+        """Set once the server shuts down: every stream ends UNAVAILABLE."""
 
     def _message(self, event: Event) -> pb.WatchResponse:
         """The stream message of an event, built once for all the instance's watchers."""
@@ -76,7 +77,7 @@ class Watchers:
 
     async def close(self) -> None:
         """Ends every stream with UNAVAILABLE, and refuses new ones."""
-        self._closing.set()
+        self.closing.set()
         for _ in range(100):  # let the handlers send their status
             if not self.count:
                 break
@@ -91,14 +92,14 @@ class Watchers:
             InstanceNotFoundError, RevisionOutOfRangeError, TooManyWatchersError,
             WatcherTooSlowError, ShuttingDownError.
         """
-        if self._closing.is_set():
+        if self.closing.is_set():
             raise ShuttingDownError()
         if self.open[instance_id] >= self.limits.max_watchers_per_instance:
             raise TooManyWatchersError(instance_id, self.limits.max_watchers_per_instance)
         self.open[instance_id] += 1
         queue: asyncio.Queue[pb.WatchResponse] = asyncio.Queue(self.limits.watch_buffer)
         producer = asyncio.create_task(self._produce(instance_id, from_revision, queue))
-        closing = asyncio.create_task(self._closing.wait())
+        closing = asyncio.create_task(self.closing.wait())
         last = from_revision
         getting: asyncio.Task[pb.WatchResponse] | None = None
         try:
@@ -170,7 +171,7 @@ class InstancesFeed:
     def __init__(self, watchers: Watchers, machine: str, heartbeat: float) -> None:
         self.runtime, self.limits = watchers.runtime, watchers.limits
         self.machine, self.heartbeat = machine, heartbeat
-        self._closing = watchers._closing
+        self._closing = watchers.closing
         self._dirty: dict[str, None] = {}  # insertion-ordered: about commit order
         self._wake = asyncio.Event()
         self._sent: dict[str, int] = {}
