@@ -1,6 +1,6 @@
 """Transition round-trip latency of each client (Python, TypeScript, Go), same server, same run.
 
-Starts one `flou-grpc serve` process (tests/integration/clients/server_process.py,
+Starts one `flou-grpc serve` process (tests/server_process.py,
 a SQLite file in a temporary directory), then, one client after the other,
 each client sends sequential `Transition("again", wait=processed)` calls to its
 own `self_loop` instance (a self loop: the event can be sent any number of
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from flou_client import FlouClient  # noqa: E402
 
-from tests.integration.clients.server_process import ServerProcess  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
 
 TS_DIR = ROOT / "clients" / "typescript"
 GO_DIR = ROOT / "clients" / "go"
