@@ -73,6 +73,11 @@ def pointer(path: Sequence[str | int]) -> str:
     return "".join("/" + str(key).replace("~", "~0").replace("/", "~1") for key in path)
 
 
+def append_op(path: Path, value: Any) -> JsonObject:
+    """The RFC 6902 operation that appends `value` to the list at `path`."""
+    return {"op": "add", "path": pointer(path) + "/-", "value": value}
+
+
 def _unpointer(text: str) -> list[str]:
     if text == "":
         return []
@@ -161,7 +166,7 @@ class DocWriter:
         """Appends `value` to the list at `path`."""
         parent = self._parent(path)
         items = parent[path[-1]] = self._own(parent[path[-1]])
-        self.ops.append({"op": "add", "path": pointer(path) + "/-", "value": value})
+        self.ops.append(append_op(path, value))
         items.append(value)
 
 

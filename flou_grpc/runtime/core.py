@@ -38,10 +38,10 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, ParamSpec, TypeVar
 
-from flou_grpc.engine.document import JsonObject, apply_patch, json_copy
+from flou_grpc.engine.document import JsonObject, append_op, apply_patch, json_copy
 from flou_grpc.engine.hosting import Hosted
 from flou_grpc.engine.ltm import LTM, state_key_path
 from flou_grpc.engine.machine import ACTIVE, ERROR, QUEUED, Fired, Step
@@ -54,6 +54,7 @@ from flou_grpc.errors import (
     InternalError,
     InvalidFieldError,
     LimitExceededError,
+    NodeNotFoundError,
     RequestIdReusedError,
     RevisionConflictError,
     RevisionOutOfRangeError,
@@ -99,16 +100,36 @@ _KNOWN_INSTANCES = 65_536
 """How many instances' machines and revisions a runtime remembers (`_locate`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Recent:
-    """The newest events of a followed instance, as the store had them at `generation`."""
+    """The newest events of a followed instance, revisions `first` to `end` with no gap.
 
-    generation: int
+    Its followers read from it instead of the store: local commits extend it
+    as they happen (`AsyncRuntime._publish`), store reads extend it when they
+    continue it.
+    """
+
     first: int
-    """The revision of `events[0]` (`end + 1` when empty)."""
     end: int
-    """The store's last revision when read: no event after it existed then."""
-    events: list[Event]
+    """The revision of the last event held (`first - 1` when none is)."""
+    generation: int
+    """The instance's count of unexplained changes when a store read last found
+    nothing after `end`: while it is still the count, nothing is missing."""
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, events: Sequence[Event]) -> None:
+        """Keeps the events that continue the run (revision `end + 1`, and so on)."""
+        for event in events:
+            if event.revision == self.end + 1:
+                self.events.append(event)
+                self.end += 1
+        if len(self.events) > _RECENT_EVENTS:
+            del self.events[: len(self.events) - _RECENT_EVENTS]
+            self.first = self.events[0].revision
+
+    def since(self, start: int, page: int) -> list[Event]:
+        """Up to `page` held events from revision `start` on."""
+        return self.events[start - self.first : start - self.first + page]
 
 
 _RECENT_EVENTS: Final = 256
@@ -473,11 +494,13 @@ class AsyncRuntime:
         except ValueError as exc:
             raise InvalidFieldError.of("value", str(exc)) from None
 
+        machine, _ = await self._locate(instance_id)
+
         async def append() -> tuple[JsonObject, AppendResult]:
-            result = await self._db(
-                self._append, instance_id, fqn or "", key, owned, request_id, ""
+            result, committed = await self._db(
+                self._append, instance_id, machine, fqn or "", key, owned, request_id, ""
             )
-            self._changed(instance_id)
+            self._changed(instance_id, committed)
             return {"values": result.values, "revision": result.revision}, result
 
         async def replay(response: JsonObject) -> AppendResult:
@@ -624,25 +647,31 @@ class AsyncRuntime:
     ) -> list[Event]:
         """Up to `page` events from `start`, shared by the followers of an instance.
 
-        The first follower to look after a change reads the store; the others
-        get what it read, as long as no change was announced since (the
-        generation), so N watchers of an instance cost one read per change,
-        not N. `fresh` skips the sharing (after a poll: a change another
-        process made may not have been announced).
+        Followers read the instance's recent events (`_Recent`), which local
+        commits extend as they happen: N watchers of an instance cost no store
+        read per local change, and one per change made elsewhere (announced,
+        or found by a poll: `fresh` skips the sharing).
         """
-        generation = self._generations.get(instance_id, 0)
         recent = self._recent.get(instance_id)
-        shared = not fresh and recent is not None and recent.generation == generation
-        if shared and recent is not None and recent.first <= start <= recent.end + 1:
-            return recent.events[start - recent.first : start - recent.first + page]
+        generation = self._generations.get(instance_id, 0)
+        if recent is not None and recent.first <= start <= recent.end:
+            return recent.since(start, page)
+        if (
+            not fresh
+            and recent is not None
+            and start == recent.end + 1
+            and recent.generation == generation
+        ):
+            return []  # nothing happened that it misses
         events = [_event(e) for e in await self._db(self.store.events, instance_id, start, page)]
-        if len(events) < page and instance_id in self._following:  # all there was, as of now
-            kept = events
-            if recent is not None and recent.end + 1 == start and recent.first < start:
-                kept = recent.events + events
-            kept = kept[-_RECENT_EVENTS:]
-            first = kept[0].revision if kept else start
-            self._recent[instance_id] = _Recent(generation, first, start + len(events) - 1, kept)
+        if instance_id in self._following:
+            recent = self._recent.get(instance_id)
+            if recent is None or start > recent.end + 1:
+                recent = self._recent[instance_id] = _Recent(start, start - 1, generation)
+            if recent.first <= start <= recent.end + 1:
+                recent.add(events)
+                if len(events) < page:  # all there was, as of `generation`
+                    recent.generation = generation
         return events
 
     async def _until(self, signal: asyncio.Event) -> bool:
@@ -838,15 +867,28 @@ class AsyncRuntime:
     def _signal(self, instance_id: str) -> asyncio.Event:
         return self._signals.setdefault(instance_id, asyncio.Event())
 
-    def _changed(self, instance_id: str) -> None:
-        """Wakes whoever waits on the instance, and tells the change listeners."""
-        if instance_id in self._following:  # what its followers share is stale now
+    def _changed(self, instance_id: str, committed: EventRecord | None = None) -> None:
+        """Wakes whoever waits on the instance, and tells the change listeners.
+
+        `committed`: the event this runtime just committed, which its
+        followers then read without the store.
+        """
+        if instance_id in self._following and not self._publish(instance_id, committed):
+            # A change its followers' recent events do not hold: they read the store.
             self._generations[instance_id] = self._generations.get(instance_id, 0) + 1
         signal = self._signals.pop(instance_id, None)
         if signal is not None:
             signal.set()
         for listener in self._listeners:
             listener(instance_id)
+
+    def _publish(self, instance_id: str, committed: EventRecord | None) -> bool:
+        """Adds a committed event to the followers' recent events, if it continues them."""
+        recent = self._recent.get(instance_id)
+        if committed is None or recent is None or committed.revision != recent.end + 1:
+            return False
+        recent.add([_event(committed)])
+        return True
 
     def on_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Calls `listener(instance_id)`, on the loop, whenever an instance may have changed.
@@ -1001,7 +1043,7 @@ class AsyncRuntime:
         )
         self._remember(after.instance)
         self.observer.step_committed(kind)
-        self._changed(instance.id)
+        self._changed(instance.id, replace(event, revision=instance.revision + 1))
         return after
 
     async def _reject(
@@ -1027,7 +1069,7 @@ class AsyncRuntime:
             self.owner,
         )
         self.observer.step_committed(EventKind.REJECTED)
-        self._changed(instance.id)
+        self._changed(instance.id, replace(event, revision=instance.revision + 1))
         self._resolve(work.id, error)
         return after
 
@@ -1042,7 +1084,8 @@ class AsyncRuntime:
             # Called by the node's code: in a worker thread for a sync `run`.
             nonlocal calls
             calls += 1
-            result = self._append(instance.id, fqn, key, value, "", f"{work.id}:{calls}")
+            dedup = f"{work.id}:{calls}"  # a retried run's appends answer the first ones'
+            result, _ = self._append(instance.id, instance.machine, fqn, key, value, "", dedup)
             loop.call_soon_threadsafe(self._changed, instance.id)
             return result.values
 
@@ -1130,24 +1173,37 @@ class AsyncRuntime:
         self._resolve(work.id, _Outcome(after, []))
         return after
 
-    def _check_size(self, document: JsonObject, extra: int = 0) -> None:
+    def _check_size(self, document: JsonObject) -> None:
         """Raises LimitExceededError when a document would be over `max_state_bytes`."""
         if self.max_state_bytes is None:
             return
-        size = len(json.dumps(document, separators=(",", ":")).encode()) + extra
+        size = len(json.dumps(document, separators=(",", ":")).encode())
         if size > self.max_state_bytes:
             raise LimitExceededError("state", "max_state_bytes", self.max_state_bytes, size)
 
     def _append(
-        self, instance_id: str, fqn: str, key: str, value: Any, request_id: str, dedup: str
-    ) -> AppendResult:
-        """Validates the node and key on the current document, then appends in one statement."""
-        record = self.store.instance(instance_id)
-        hosted = self.registry.get(record.machine)
-        path, cls = hosted.path_of(instance_id, record.document, fqn)
+        self,
+        instance_id: str,
+        machine: str,
+        fqn: str,
+        key: str,
+        value: Any,
+        request_id: str,
+        dedup: str,
+    ) -> tuple[AppendResult, EventRecord]:
+        """Appends in one statement; answers the result and the event (if `dedup` was new).
+
+        The root's lists need no read first; another node's path and class
+        come from the current document. The store measures the state the
+        append leaves against `max_state_bytes`.
+        """
+        hosted = self.registry.get(machine)
+        try:
+            path, cls = hosted.path_of(instance_id, {}, fqn)  # the root: no document needed
+        except NodeNotFoundError:
+            document = self.store.instance(instance_id).document
+            path, cls = hosted.path_of(instance_id, document, fqn)
         target = state_key_path(cls, path, key, "key")
-        if self.max_state_bytes is not None:  # the document now, plus what it would gain
-            self._check_size(record.document, len(json.dumps(value, separators=(",", ":"))) + 1)
         node_fqn = ".".join((hosted.name, *path))
         event = EventRecord(
             instance_id,
@@ -1158,12 +1214,15 @@ class AsyncRuntime:
             request_id=request_id,
         )
         try:
-            values, revision = self.store.append(instance_id, target, value, event, dedup)
+            values, revision = self.store.append(
+                instance_id, target, value, event, dedup, self.max_state_bytes
+            )
         except KeyError:
             raise StateKeyNotFoundError(instance_id, node_fqn, key) from None
         except TypeError as exc:
             raise StateKeyNotListError(instance_id, node_fqn, key, str(exc)) from None
-        return AppendResult(values, revision)
+        committed = replace(event, revision=revision, patch=[append_op(target, value)])
+        return AppendResult(values, revision), committed
 
     async def _once(
         self,

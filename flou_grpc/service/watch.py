@@ -100,22 +100,24 @@ class Watchers:
         queue: asyncio.Queue[pb.WatchResponse] = asyncio.Queue(self.limits.watch_buffer)
         producer = asyncio.create_task(self._produce(instance_id, from_revision, queue))
         closing = asyncio.create_task(self.closing.wait())
-        last = from_revision
+        last, sent = from_revision, False
         getting: asyncio.Task[pb.WatchResponse] | None = None
         try:
             while True:
+                if not queue.empty() and not self.closing.is_set():  # no task, no wait
+                    message = queue.get_nowait()
+                    last, sent = _revision(message, last), True
+                    yield message
+                    continue
                 getting = asyncio.create_task(queue.get())
                 done, _ = await asyncio.wait(
                     {getting, producer, closing},
-                    timeout=heartbeat,
+                    timeout=heartbeat if sent else None,  # the snapshot comes first
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if getting in done:
                     message = getting.result()
-                    if message.HasField("event"):
-                        last = message.event.revision
-                    elif message.HasField("snapshot"):
-                        last = message.snapshot.revision
+                    last, sent = _revision(message, last), True
                     yield message
                     continue
                 getting.cancel()
@@ -148,9 +150,22 @@ class Watchers:
             if not item:  # caught up: from now on, falling behind is the client's
                 live = True
             for event in item:
-                if live and queue.full():
+                if not queue.full():
+                    queue.put_nowait(self._message(event))
+                elif live:
                     raise _Overflow()
-                await queue.put(self._message(event))
+                else:  # reading history: at the client's pace
+                    await queue.put(self._message(event))
+
+
+def _revision(message: pb.WatchResponse, last: int) -> int:
+    """The revision a stream has sent once `message` is sent (`last` before it)."""
+    kind = message.WhichOneof("kind")
+    if kind == "event":
+        return int(message.event.revision)
+    if kind == "snapshot":
+        return int(message.snapshot.revision)
+    return last
 
 
 _FIRST_LOOK: Final = 64

@@ -133,14 +133,16 @@ class Store(Protocol):
         value: Any,
         event: EventRecord,
         dedup: str = "",
+        max_bytes: int | None = None,
     ) -> tuple[list[Any], int]:
         """Appends `value` to the list at `path` (document keys) as one atomic step.
 
         The append itself is a single statement of the database (never read,
         then written back), committed with its event at the next revision, the
-        patch `[{"op": "add", "path": <pointer>/-, "value": value}]`. With
-        `dedup`, a second append of the same key appends nothing and answers
-        the first one's result.
+        patch `append_op(path, value)`. With `dedup`, a second append of the
+        same key appends nothing and answers the first one's result. With
+        `max_bytes`, an append that leaves the document longer than that, as
+        the database writes it in JSON, is rolled back.
 
         Returns:
             The whole list after the append, appends of others included, and
@@ -150,6 +152,7 @@ class Store(Protocol):
             InstanceNotFoundError: No instance has that id.
             KeyError: Nothing is at `path`.
             TypeError: What is at `path` is not a list; the message is its JSON type.
+            LimitExceededError: The document would be over `max_bytes`.
         """
         ...
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Connection,
     Engine,
     Select,
@@ -95,7 +96,8 @@ class SqlDialect(ABC):
         value: Any,
         now: datetime,
         event_row: Mapping[str, Any],
-    ) -> tuple[int, list[Any]] | None:
+        measure: bool = False,
+    ) -> tuple[int, list[Any], int] | None:
         """Appends `value` to the list at `path`, revision + 1, in one statement; adds its event.
 
         Args:
@@ -105,11 +107,13 @@ class SqlDialect(ABC):
             value: The JSON value to append.
             now: The instance's new update time.
             event_row: The event row's columns but `instance_id` and `revision`.
+            measure: Also answer the new document's length in JSON, as the
+                database writes it (else 0).
 
         Returns:
-            The new revision and the list after the append; None when no row
-            changed (no such instance, or no list at `path`): then no event
-            was added either.
+            The new revision, the list after the append and the length;
+            None when no row changed (no such instance, or no list at
+            `path`): then no event was added either.
         """
 
     @abstractmethod
@@ -228,10 +232,11 @@ class SqliteDialect(SqlDialect):
             "SET document = json_insert(document, :target, json(:value)), "
             "revision = revision + 1, update_time = :now "
             "WHERE id = :id AND json_type(document, :path) = 'array' "
-            "RETURNING revision, json_extract(document, :path) AS items"
+            "RETURNING revision, json_extract(document, :path) AS items, "
+            "CASE WHEN :measure THEN length(CAST(document AS BLOB)) ELSE 0 END AS size"
         )
-        .bindparams(bindparam("now", type_=UtcDateTime()))
-        .columns(revision=BigInteger(), items=JSON())
+        .bindparams(bindparam("now", type_=UtcDateTime()), bindparam("measure", type_=Boolean()))
+        .columns(revision=BigInteger(), items=JSON(), size=BigInteger())
     )
 
     def append(
@@ -242,7 +247,8 @@ class SqliteDialect(SqlDialect):
         value: Any,
         now: datetime,
         event_row: Mapping[str, Any],
-    ) -> tuple[int, list[Any]] | None:
+        measure: bool = False,
+    ) -> tuple[int, list[Any], int] | None:
         """`json_insert(document, '$."a"."b"[#]', json(:value))`, guarded by `json_type`.
 
         The event is a second statement: the transaction holds SQLite's write
@@ -257,6 +263,7 @@ class SqliteDialect(SqlDialect):
                 "target": target + "[#]",
                 "value": dumps(value),
                 "now": now,
+                "measure": measure,
             },
         ).first()
         if row is None:
@@ -264,7 +271,7 @@ class SqliteDialect(SqlDialect):
         conn.execute(
             insert(events), {**event_row, "instance_id": instance_id, "revision": row.revision}
         )
-        return row.revision, row.items
+        return row.revision, row.items, row.size
 
     @staticmethod
     def json_path(path: Path) -> str:
@@ -343,13 +350,14 @@ class PostgresDialect(SqlDialect):
             "AND NOT EXISTS (SELECT 1 FROM generate_series(1, cardinality(CAST(:path AS text[]))"
             " - 1) AS depth WHERE jsonb_typeof(document #> (CAST(:path AS text[]))[1:depth])"
             " <> 'object') "
-            "RETURNING id, revision, document #> CAST(:path AS text[]) AS items), "
+            "RETURNING id, revision, document #> CAST(:path AS text[]) AS items, "
+            "CASE WHEN :measure THEN octet_length(CAST(document AS text)) ELSE 0 END AS size), "
             f"event AS (INSERT INTO {events.name} "
             "(instance_id, revision, kind, item, patch, fired, error, rejection, request_id, "
             "create_time, txn) "
             "SELECT id, revision, :kind, :item, :patch, :fired, :error, :rejection, "
             ":request_id, :create_time, :txn FROM appended) "
-            "SELECT revision, items FROM appended"
+            "SELECT revision, items, size FROM appended"
         )
         .bindparams(
             bindparam("path", type_=postgresql.ARRAY(Text)),
@@ -361,8 +369,9 @@ class PostgresDialect(SqlDialect):
             bindparam("error", type_=events.c.error.type),
             bindparam("rejection", type_=events.c.rejection.type),
             bindparam("create_time", type_=UtcDateTime()),
+            bindparam("measure", type_=Boolean()),
         )
-        .columns(revision=BigInteger(), items=JSONB())
+        .columns(revision=BigInteger(), items=JSONB(), size=BigInteger())
     )
 
     def append(
@@ -373,7 +382,8 @@ class PostgresDialect(SqlDialect):
         value: Any,
         now: datetime,
         event_row: Mapping[str, Any],
-    ) -> tuple[int, list[Any]] | None:
+        measure: bool = False,
+    ) -> tuple[int, list[Any], int] | None:
         """`jsonb_set(document, path, (document #> path) || jsonb_build_array(value))`, guarded.
 
         The event row is inserted by the same statement (a data-modifying
@@ -381,9 +391,16 @@ class PostgresDialect(SqlDialect):
         """
         row = conn.execute(
             self._APPEND,
-            {**event_row, "id": instance_id, "path": list(path), "value": value, "now": now},
+            {
+                **event_row,
+                "id": instance_id,
+                "path": list(path),
+                "value": value,
+                "now": now,
+                "measure": measure,
+            },
         ).first()
-        return None if row is None else (row.revision, row.items)
+        return None if row is None else (row.revision, row.items, row.size)
 
     def insert(self, table: Table) -> Insert:
         """`postgresql.insert` (INSERT ... ON CONFLICT)."""

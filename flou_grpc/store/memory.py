@@ -10,6 +10,7 @@ durable SQL store lands, and tests.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from flou_grpc.engine.document import (
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    LimitExceededError,
     RevisionConflictError,
 )
 from flou_grpc.store.base import LeaseLostError
@@ -187,6 +189,7 @@ class MemoryStore:
         value: Any,
         event: EventRecord,
         dedup: str = "",
+        max_bytes: int | None = None,
     ) -> tuple[list[Any], int]:
         """Appends to the list at `path` in one atomic step; see `Store.append`."""
         with self._lock:
@@ -196,6 +199,10 @@ class MemoryStore:
             writer = DocWriter(current.document)
             writer.list_at(path)  # KeyError / TypeError, as `Store.append` says
             writer.append(path, json_copy(value))
+            if max_bytes is not None:
+                size = len(json.dumps(writer.doc, separators=(",", ":")).encode())
+                if size > max_bytes:
+                    raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
             record = self.commit(
                 instance_id,
                 current.revision,

@@ -53,11 +53,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from flou_grpc.engine.document import JsonObject, Path, json_type, pointer
+from flou_grpc.engine.document import JsonObject, Path, append_op, json_type, pointer
 from flou_grpc.engine.work import from_json, to_json
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    LimitExceededError,
     RevisionConflictError,
 )
 from flou_grpc.store import migrations
@@ -694,6 +695,7 @@ class SqlStore:
         value: Any,
         event: EventRecord,
         dedup: str = "",
+        max_bytes: int | None = None,
     ) -> tuple[list[Any], int]:
         """Appends `value` to the list at `path` (document keys) as one atomic step.
 
@@ -711,10 +713,12 @@ class SqlStore:
             InstanceNotFoundError: No instance has that id.
             KeyError: Nothing is at `path`.
             TypeError: What is at `path` is not a list; the message is its JSON type.
+            LimitExceededError: The document as the database writes it in JSON
+                would be over `max_bytes`; nothing is committed.
         """
         now = utcnow()
         token = _token()
-        patch: list[JsonObject] = [{"op": "add", "path": pointer(path) + "/-", "value": value}]
+        patch: list[JsonObject] = [append_op(path, value)]
         event_row = self._event_row(replace(event, patch=patch), token)
 
         def body(conn: Connection, attempt: int) -> tuple[list[Any], int]:
@@ -728,7 +732,9 @@ class SqlStore:
                 if revision is not None:
                     return self._list_at(conn, instance_id, path), revision
             for _ in range(_APPEND_TRIES):
-                appended = self._dialect.append(conn, instance_id, path, value, now, event_row)
+                appended = self._dialect.append(
+                    conn, instance_id, path, value, now, event_row, max_bytes is not None
+                )
                 if appended is not None:
                     break
                 # Raises unless a list got there between the two statements.
@@ -738,7 +744,9 @@ class SqlStore:
                     f"the {self.backend} append found no list at {pointer(path)!r} of "
                     f"instance {instance_id!r}, but a read finds one"
                 )
-            revision, items = appended
+            revision, items, size = appended
+            if max_bytes is not None and size > max_bytes:  # rolls the transaction back
+                raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
             self._notify(conn, instance_id, event=True, work=False)
             if dedup:
                 conn.execute(

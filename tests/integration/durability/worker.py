@@ -185,9 +185,15 @@ class PhasedStore:
         return snapshot
 
     def append(
-        self, instance_id: str, path: Path, value: Any, event: EventRecord, dedup: str = ""
+        self,
+        instance_id: str,
+        path: Path,
+        value: Any,
+        event: EventRecord,
+        dedup: str = "",
+        max_bytes: int | None = None,
     ) -> tuple[list[Any], int]:
-        result = self._store.append(instance_id, path, value, event, dedup)
+        result = self._store.append(instance_id, path, value, event, dedup, max_bytes)
         self._mark(RUN, instance_id)
         return result
 

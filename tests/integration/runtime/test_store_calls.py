@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 from flou_grpc import LTM, AsyncRuntime, WaitMode
 from flou_grpc.store.memory import MemoryStore
@@ -71,3 +72,52 @@ async def test_the_watchers_of_an_instance_share_one_read_per_change():
             assert store.reads - before <= 3  # not one read per watcher
         for stream in streams:
             await stream.aclose()
+
+
+async def test_watchers_get_this_runtimes_commits_without_reading_the_store():
+    store = CountingEvents()
+    async with AsyncRuntime(store=store, machines=[Solo], poll_interval=60) as runtime:
+        await runtime.start("solo", instance_id="s", wait=WaitMode.SETTLED)
+        await runtime.update_state("s", {"items": []})
+        start = (await runtime.get("s")).revision
+
+        async def forty() -> list[Any]:
+            stream = runtime.watch("s")
+            await anext(stream)  # the snapshot
+            events = [await anext(stream) for _ in range(40)]
+            await stream.aclose()
+            return events
+
+        watchers = [asyncio.ensure_future(forty()) for _ in range(20)]
+        await asyncio.sleep(0.1)  # every watcher has caught up, and waits
+        before = store.reads
+        for n in range(10):  # one at a time: each commit continues what the watchers hold
+            await runtime.atomic_append("s", "items", n)
+        sequential = store.reads - before
+        await asyncio.gather(*(runtime.atomic_append("s", "items", n) for n in range(10, 40)))
+        seen = await asyncio.wait_for(asyncio.gather(*watchers), 5)
+
+    assert sequential == 0
+    for events in seen:
+        assert [e.revision for e in events] == list(range(start + 1, start + 41))
+        assert sorted(e.item["value"] for e in events) == list(range(40))
+
+
+async def test_a_commit_made_elsewhere_reaches_the_watchers_before_the_next_local_one():
+    store = CountingEvents()  # shared by two runtimes, as a database is by two processes
+    async with AsyncRuntime(store=store, machines=[Solo], poll_interval=60) as here:
+        await here.start("solo", instance_id="s", wait=WaitMode.SETTLED)
+        await here.update_state("s", {"items": []})
+        stream = here.watch("s")
+        start = (await anext(stream)).revision  # type: ignore[union-attr]
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)  # caught up: it waits for a change
+
+        async with AsyncRuntime(store=store, machines=[Solo], poll_interval=60) as elsewhere:
+            await elsewhere.atomic_append("s", "items", "elsewhere")  # here hears nothing of it
+        await here.atomic_append("s", "items", "here")
+
+        events = [await asyncio.wait_for(first, 5), await asyncio.wait_for(anext(stream), 5)]
+        await stream.aclose()
+    assert [e.revision for e in events] == [start + 1, start + 2]  # type: ignore[union-attr]
+    assert [e.item["value"] for e in events] == ["elsewhere", "here"]  # type: ignore[union-attr]
