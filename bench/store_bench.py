@@ -61,6 +61,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import statistics
 import tempfile
@@ -608,6 +609,9 @@ def _kind(statement: str) -> str:
     head = words[0].upper()
     if head == "BEGIN":
         return flat.upper()
+    if head == "WITH":  # writes inside WITH: `WITH (UPDATE flou_instances + INSERT flou_events)`
+        writes = re.findall(r"(INSERT INTO|UPDATE|DELETE FROM) (\w+)", flat)
+        return "WITH (" + " + ".join(f"{verb.split()[0]} {table}" for verb, table in writes) + ")"
     if head == "SELECT" and " FROM " not in flat:  # a function: SELECT pg_notify(...)
         table = words[1].split("(", 1)[0] if len(words) > 1 else ""
     elif head == "SELECT":
@@ -658,7 +662,11 @@ class SqlCounter:
     def after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not self.active or self.sqlite:
             return
-        writes = statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+        flat = " ".join(statement.split()).upper()
+        writes = flat[:6] in ("INSERT", "UPDATE", "DELETE") or (
+            flat.startswith("WITH ")  # PostgreSQL steps write inside WITH
+            and re.search(r"(INSERT INTO|UPDATE|DELETE FROM) \w", flat) is not None
+        )
         if writes and cursor.rowcount != 0:
             conn.info["bench_dirty"] = True
 

@@ -79,6 +79,9 @@ class SqlDialect(ABC):
     """The backend-specific pieces of the SQL store."""
 
     name: ClassVar[str]
+    dml_ctes: ClassVar[bool] = False
+    """The backend runs INSERT, UPDATE and DELETE inside WITH, so that the store
+    can do several of a step's writes in one statement (PostgreSQL)."""
     read_options: ClassVar[Mapping[str, Any]] = {}
     """Execution options of read-only transactions, so that all their statements
     see one snapshot (SQLite's transactions in WAL mode already do)."""
@@ -326,6 +329,7 @@ class PostgresDialect(SqlDialect):
     """
 
     name = "postgresql"
+    dml_ctes = True
     read_options: ClassVar[Mapping[str, Any]] = {"isolation_level": "REPEATABLE READ"}
 
     # Class 08 connection exception, 53 insufficient resources, 57 operator

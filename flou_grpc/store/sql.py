@@ -46,6 +46,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -274,6 +275,71 @@ _DELETE_ERROR = delete(errors).where(
     errors.c.instance_id == bindparam("b_id"), errors.c.work_item_id == bindparam("b_work_id")
 )
 
+# A step in fewer round trips, where the backend runs INSERT/UPDATE/DELETE inside WITH
+# (PostgreSQL: `SqlDialect.dml_ctes`). Each statement is a round trip and about 0.2 ms of
+# client CPU, so these take a step from 6 or 7 statements to 3 or 4.
+_EVENT_FIELDS: tuple[str, ...] = ("kind", "item", "patch", "fired", "error", "rejection")
+_EVENT_FIELDS += ("request_id", "create_time", "txn")
+
+
+def _commit_and_event(compare_and_set: Any) -> Any:
+    """The compare-and-set and the insert of its event (`e_*` parameters): one statement."""
+    committed = compare_and_set.returning(instances.c.id, instances.c.revision).cte("committed")
+    event = (
+        insert(events)
+        .from_select(
+            ["instance_id", "revision", *_EVENT_FIELDS],
+            select(
+                committed.c.id,
+                committed.c.revision,
+                *(bindparam(f"e_{name}", type_=events.c[name].type) for name in _EVENT_FIELDS),
+            ),
+        )
+        .cte("event")
+    )
+    return select(committed.c.machine, committed.c.create_time).add_cte(event)
+
+
+_COMMIT_AND_EVENT = _commit_and_event(_COMMIT)
+_COMMIT_FENCED_AND_EVENT = _commit_and_event(_COMMIT_FENCED)
+_done_work = _DELETE_WORK.cte("done")
+_DELETE_WORK_AND_ERROR = select(_done_work.c.seq).add_cte(_DELETE_ERROR.cte("resolved"))
+
+
+def _after_commit_notifying(*channels: str) -> Any:
+    """The snapshot after a commit, sending `pg_notify(channel, :id)` for each channel too."""
+    return _AFTER_COMMIT.add_columns(
+        *(func.pg_notify(literal(channel), bindparam("id")) for channel in channels)
+    )
+
+
+_locked = (
+    select(instances.c.id)
+    .where(instances.c.id == bindparam("instance_id"))
+    .with_for_update()
+    .cte("locked")
+)
+_ENQUEUE_ONE = (
+    insert(work_items)
+    .from_select(
+        ["instance_id", "id", "item", "request_id", "expected_revision"],
+        select(
+            _locked.c.id,
+            bindparam("id", type_=work_items.c.id.type),
+            bindparam("item", type_=work_items.c.item.type),
+            bindparam("request_id", type_=work_items.c.request_id.type),
+            bindparam("expected_revision", type_=work_items.c.expected_revision.type),
+        ),
+    )
+    .returning(work_items.c.seq, func.pg_notify(literal(WORK_CHANNEL), work_items.c.instance_id))
+)
+"""One item into the mailbox of an existing instance, row-locked, announced: one statement."""
+
+_AFTER_COMMIT_NOTIFYING = {
+    False: _after_commit_notifying(EVENTS_CHANNEL),
+    True: _after_commit_notifying(EVENTS_CHANNEL, WORK_CHANNEL),
+}
+
 _SELECT_REQUEST = select(requests).where(requests.c.request_id == bindparam("id"))
 
 _SELECT_APPEND = select(appends.c.result, appends.c.revision).where(
@@ -467,7 +533,13 @@ class SqlStore:
     ) -> list[WorkRecord]:
         if not work:
             return []
-        rows = [
+        rows = self._work_rows(instance_id, work)
+        seqs = conn.execute(_INSERT_WORK, rows).scalars().all()
+        return [replace(record, seq=seq) for record, seq in zip(work, seqs, strict=True)]
+
+    @staticmethod
+    def _work_rows(instance_id: str, work: Sequence[WorkRecord]) -> list[dict[str, Any]]:
+        return [
             {
                 "instance_id": instance_id,
                 "id": record.id,
@@ -477,14 +549,15 @@ class SqlStore:
             }
             for record in work
         ]
-        seqs = conn.execute(_INSERT_WORK, rows).scalars().all()
-        return [replace(record, seq=seq) for record, seq in zip(work, seqs, strict=True)]
 
     @staticmethod
-    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> int | None:
-        """Deletes a work item; its seq, None if it was not there."""
+    def _remove_work(
+        conn: Connection, instance_id: str, work_item_id: str, with_error: bool = False
+    ) -> int | None:
+        """Deletes a work item (and its kept error: needs `dml_ctes`); its seq, None if absent."""
         params = {"b_id": instance_id, "b_work_id": work_item_id}
-        seq: int | None = conn.execute(_DELETE_WORK, params).scalar()
+        statement = _DELETE_WORK_AND_ERROR if with_error else _DELETE_WORK
+        seq: int | None = conn.execute(statement, params).scalar()
         return seq
 
     # --- instances ----------------------------------------------------------------------
@@ -558,6 +631,11 @@ class SqlStore:
 
         def body(conn: Connection, attempt: int) -> list[WorkRecord]:
             # The row lock orders concurrent enqueues: seq order is commit order.
+            if self._dialect.dml_ctes and len(work) == 1:
+                row = conn.execute(_ENQUEUE_ONE, self._work_rows(instance_id, work)[0]).first()
+                if row is None:
+                    raise InstanceNotFoundError(instance_id)
+                return [replace(work[0], seq=row.seq)]
             if self._lock_instance(conn, instance_id) is None:
                 raise InstanceNotFoundError(instance_id)
             self._notify(conn, instance_id, event=False, work=bool(work))
@@ -646,6 +724,8 @@ class SqlStore:
             "b_owner": owner,
         }
 
+        event_params = {f"e_{k}": v for k, v in self._event_row(event, token).items()}
+
         def record(machine: str, create_time: datetime) -> InstanceRecord:
             return InstanceRecord(
                 instance_id, machine, revision + 1, document, create_time, update_time=now
@@ -656,24 +736,36 @@ class SqlStore:
                 current = self._lock_instance(conn, instance_id)
                 if current is not None and self._committed(conn, instance_id, token) is not None:
                     return self._snapshot(conn, record(current.machine, current.create_time))
-            row = conn.execute(statement, params).first()
+            ctes = self._dialect.dml_ctes
+            if ctes:
+                with_event = _COMMIT_FENCED_AND_EVENT if owner else _COMMIT_AND_EVENT
+                row = conn.execute(with_event, {**params, **event_params}).first()
+            else:
+                row = conn.execute(statement, params).first()
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
-            self._insert_event(conn, event, instance_id, revision + 1, token)
+            if not ctes:
+                self._insert_event(conn, event, instance_id, revision + 1, token)
             done_seq = 0
             if done is not None:
-                removed = self._remove_work(conn, instance_id, done)
+                resolved = event.kind != "failed"  # its kept error, if any, goes too
+                removed = self._remove_work(conn, instance_id, done, resolved and ctes)
                 if removed is None:
                     # Another runtime processed it meanwhile (after our lease ran out and
                     # before we got it back): this step is stale, and rolls back whole.
                     raise LeaseLostError(instance_id, owner)
                 # Items are processed in seq order: none of the mailbox is at or below it.
                 done_seq = removed
-                if event.kind != "failed":  # the item is resolved
+                if resolved and not ctes:
                     conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
             self._insert_work(conn, instance_id, work)
+            after = record(row.machine, row.create_time)
+            if ctes:  # the notices go with the snapshot's read
+                query = _AFTER_COMMIT_NOTIFYING[bool(work)]
+                read = conn.execute(query, {"id": instance_id, "after": done_seq}).one()
+                return self._snapshot(conn, after, read)
             self._notify(conn, instance_id, event=True, work=bool(work))
-            return self._snapshot(conn, record(row.machine, row.create_time), after=done_seq)
+            return self._snapshot(conn, after, after=done_seq)
 
         return self._run("commit", body)
 
