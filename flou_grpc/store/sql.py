@@ -26,6 +26,7 @@ Opening a store upgrades an empty database to the newest schema
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -277,13 +278,22 @@ _DELETE_ERROR = delete(errors).where(
 
 # A step in fewer round trips, where the backend runs INSERT/UPDATE/DELETE inside WITH
 # (PostgreSQL: `SqlDialect.dml_ctes`). Each statement is a round trip and about 0.2 ms of
-# client CPU, so these take a step from 6 or 7 statements to 3 or 4.
+# client CPU, so these take a step from 6 or 7 statements to 2 or 3.
 _EVENT_FIELDS: tuple[str, ...] = ("kind", "item", "patch", "fired", "error", "rejection")
 _EVENT_FIELDS += ("request_id", "create_time", "txn")
 
 
-def _commit_and_event(compare_and_set: Any) -> Any:
-    """The compare-and-set and the insert of its event (`e_*` parameters): one statement."""
+@functools.cache
+def _commit_with_writes(fenced: bool, done: bool, resolved: bool) -> Any:
+    """A step's writes but new work, in one statement (`e_*` parameters: the event's columns).
+
+    The compare-and-set (fenced by the lease owner), the insert of its event,
+    and with `done` the delete of the done item (column `done_seq`: NULL when
+    it was not there) and, with `resolved`, of its kept error. The deletes run
+    even when the compare-and-set matched nothing: the store then raises, and
+    the transaction rolls back.
+    """
+    compare_and_set = _COMMIT_FENCED if fenced else _COMMIT
     committed = compare_and_set.returning(instances.c.id, instances.c.revision).cte("committed")
     event = (
         insert(events)
@@ -297,13 +307,14 @@ def _commit_and_event(compare_and_set: Any) -> Any:
         )
         .cte("event")
     )
-    return select(committed.c.machine, committed.c.create_time).add_cte(event)
-
-
-_COMMIT_AND_EVENT = _commit_and_event(_COMMIT)
-_COMMIT_FENCED_AND_EVENT = _commit_and_event(_COMMIT_FENCED)
-_done_work = _DELETE_WORK.cte("done")
-_DELETE_WORK_AND_ERROR = select(_done_work.c.seq).add_cte(_DELETE_ERROR.cte("resolved"))
+    columns = [committed.c.machine, committed.c.create_time]
+    ctes = [event]
+    if done:
+        gone = _DELETE_WORK.cte("done")
+        columns.append(select(gone.c.seq).scalar_subquery().label("done_seq"))
+        if resolved:
+            ctes.append(_DELETE_ERROR.cte("resolved"))
+    return select(*columns).add_cte(*ctes)
 
 
 def _after_commit_notifying(*channels: str) -> Any:
@@ -551,13 +562,10 @@ class SqlStore:
         ]
 
     @staticmethod
-    def _remove_work(
-        conn: Connection, instance_id: str, work_item_id: str, with_error: bool = False
-    ) -> int | None:
-        """Deletes a work item (and its kept error: needs `dml_ctes`); its seq, None if absent."""
+    def _remove_work(conn: Connection, instance_id: str, work_item_id: str) -> int | None:
+        """Deletes a work item; its seq, None if it was not there."""
         params = {"b_id": instance_id, "b_work_id": work_item_id}
-        statement = _DELETE_WORK_AND_ERROR if with_error else _DELETE_WORK
-        seq: int | None = conn.execute(statement, params).scalar()
+        seq: int | None = conn.execute(_DELETE_WORK, params).scalar()
         return seq
 
     # --- instances ----------------------------------------------------------------------
@@ -736,20 +744,20 @@ class SqlStore:
                 current = self._lock_instance(conn, instance_id)
                 if current is not None and self._committed(conn, instance_id, token) is not None:
                     return self._snapshot(conn, record(current.machine, current.create_time))
+            resolved = done is not None and event.kind != "failed"  # its kept error goes
             ctes = self._dialect.dml_ctes
             if ctes:
-                with_event = _COMMIT_FENCED_AND_EVENT if owner else _COMMIT_AND_EVENT
-                row = conn.execute(with_event, {**params, **event_params}).first()
+                writes = _commit_with_writes(bool(owner), done is not None, resolved)
+                row = conn.execute(writes, {**params, **event_params, "b_work_id": done}).first()
             else:
                 row = conn.execute(statement, params).first()
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
+            done_seq = 0
             if not ctes:
                 self._insert_event(conn, event, instance_id, revision + 1, token)
-            done_seq = 0
             if done is not None:
-                resolved = event.kind != "failed"  # its kept error, if any, goes too
-                removed = self._remove_work(conn, instance_id, done, resolved and ctes)
+                removed = row.done_seq if ctes else self._remove_work(conn, instance_id, done)
                 if removed is None:
                     # Another runtime processed it meanwhile (after our lease ran out and
                     # before we got it back): this step is stale, and rolls back whole.
