@@ -164,6 +164,7 @@ class Server:
                     self.settings.database_url,
                     registry=registry,
                     max_state_bytes=self.settings.limits.max_state_bytes,
+                    store_threads=self.settings.store_threads,
                 )
             except Exception as exc:  # what the database said is what the operator needs
                 raise RuntimeError(f"cannot open the database: {exc}") from exc
