@@ -51,7 +51,10 @@ Measured, per backend:
    `create_time` (server wall clock, taken just before the commit). Both
    processes read CLOCK_MONOTONIC (`time.perf_counter`), one clock on Linux.
    Also the event rate achieved, and whether every watcher got every event
-   (target: p99 < 10 ms at ~1,000 events/s).
+   (target: p99 < 10 ms at ~1,000 events/s). The messages/s the watchers
+   received are compared with the grpc fan-out baseline of the same run
+   (bench/stream_baseline.py: the same number of streams of Watch-sized
+   messages from a server that does nothing else).
 4. Memory, once, on a fresh server (PostgreSQL if selected): VmRSS / VmHWM of
    the server process (/proc/<pid>/status) idle, after up to --rss-instances
    Starts (wait ENQUEUED, 32 callers, time-boxed by --rss-seconds; the output
@@ -91,6 +94,7 @@ import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving import Server, database, running_server  # bench/: the script's directory
+from stream_baseline import fanout_ceiling
 
 from flou_grpc._proto.flou.v1 import flou_service_pb2 as pb
 from flou_grpc._proto.flou.v1 import flou_service_pb2_grpc, instance_pb2
@@ -694,8 +698,11 @@ TITLES = {
 }
 
 
-def report(results: Results, args: argparse.Namespace) -> list[str]:
-    """Prints the backend's figures; returns its target lines."""
+def report(results: Results, args: argparse.Namespace, ceiling: float | None) -> list[str]:
+    """Prints the backend's figures; returns its target lines.
+
+    `ceiling`: the grpc fan-out baseline, stream messages/s (bench/stream_baseline.py).
+    """
     b = results.backend
     targets: list[str] = []
     print(
@@ -800,6 +807,14 @@ def report(results: Results, args: argparse.Namespace) -> list[str]:
                 f"(runs: {_runs(p50, '.2f')}), p99 median {statistics.median(p99):7.2f} ms "
                 f"(runs: {_runs(p99, '.2f')})"
             )
+        if ceiling:
+            received = statistics.median(r["messages"] for r in runs)
+            print(
+                f"    messages received: median {received:,.0f}/s = "
+                f"{received / ceiling:.2f} of the grpc fan-out baseline ({ceiling:,.0f}/s); "
+                f"{rate:g} events/s to {args.watchers} watchers needs "
+                f"{rate * args.watchers:,.0f}/s = {rate * args.watchers / ceiling:.2f} of it"
+            )
         for r in runs:
             if r["errors"]:
                 print(f"    errors: {r['errors']}")
@@ -856,6 +871,15 @@ def main() -> None:
     print(f"load average at the start {load} ({cpus} CPUs): other work on the machine skews all")
     began = time.perf_counter()
     targets: list[str] = []
+    ceiling = None
+    if "watch" in args.phases:
+        fanout = [fanout_ceiling(args.watchers, 300) for _ in range(args.runs)]
+        ceiling = statistics.median(fanout)
+        print(
+            f"grpc fan-out baseline (bench/stream_baseline.py: {args.watchers} streams of "
+            f"Watch-sized messages, one channel, no service): median {ceiling:,.0f} "
+            f"messages/s (runs: {_runs(fanout)})"
+        )
     with tempfile.TemporaryDirectory(prefix="flou-service-bench-") as directory:
         for backend in backends if args.phases - {"memory"} else ():
             with (
@@ -867,7 +891,7 @@ def main() -> None:
                 measured = time.perf_counter()
                 asyncio.run(measure(server, results, args))
                 results.seconds = time.perf_counter() - measured
-            targets += report(results, args)
+            targets += report(results, args, ceiling)
         if "memory" in args.phases and backends:
             backend = "postgresql" if "postgresql" in backends else backends[0]
             with (
