@@ -809,11 +809,12 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
             )
         if ceiling:
             received = statistics.median(r["messages"] for r in runs)
+            needed = rate * (args.watchers // args.watch_instances)  # each to its watchers
             print(
                 f"    messages received: median {received:,.0f}/s = "
                 f"{received / ceiling:.2f} of the grpc fan-out baseline ({ceiling:,.0f}/s); "
-                f"{rate:g} events/s to {args.watchers} watchers needs "
-                f"{rate * args.watchers:,.0f}/s = {rate * args.watchers / ceiling:.2f} of it"
+                f"{rate:g} events/s to {args.watchers // args.watch_instances} watchers each "
+                f"needs {needed:,.0f}/s = {needed / ceiling:.2f} of it"
             )
         for r in runs:
             if r["errors"]:
