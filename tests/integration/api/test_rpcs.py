@@ -1029,8 +1029,10 @@ async def test_deadline_while_waiting_for_settled_reports_the_accepted_work(stub
 
 async def test_deadline_of_a_processed_wait_behind_a_blocked_step(stub, gate, fails):
     await start(stub, "gated", "d-2")
+    # Processed: the step queued `slow`, so the update queues behind it. (Only enqueued,
+    # the update could be queued before the step ran, and then go before `slow`.)
     await stub.Transition(
-        pb.TransitionRequest(instance_id="d-2", label="block", wait=WAIT_ENQUEUED), timeout=T
+        pb.TransitionRequest(instance_id="d-2", label="block", wait=WAIT_PROCESSED), timeout=T
     )
     error = await fails(
         stub.UpdateState(
