@@ -58,6 +58,7 @@ from flou_grpc.errors import (
     RequestIdReusedError,
     RevisionConflictError,
     RevisionOutOfRangeError,
+    ShuttingDownError,
     StateKeyNotFoundError,
     StateKeyNotListError,
 )
@@ -78,6 +79,7 @@ from flou_grpc.store.base import (
     RECONNECTED,
     WORK_CHANNEL,
     LeaseLostError,
+    MailboxNotEmptyError,
     Store,
 )
 from flou_grpc.store.records import (
@@ -232,6 +234,9 @@ class AsyncRuntime:
         """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._nudges: dict[str, asyncio.Event] = {}
+        self._handoffs: dict[str, tuple[WorkRecord, asyncio.Future[bool]]] = {}
+        """Items handed to a worker without the mailbox, with their fate: True once
+        committed or queued, False if dropped (`_hand_over`)."""
         self._known: dict[str, tuple[str, int]] = {}
         self._pending: dict[str, int] = {}
         self._listeners: list[Callable[[str], None]] = []
@@ -732,9 +737,14 @@ class AsyncRuntime:
         try:
             # Made before the enqueue: a commit of the item, wherever it happens, sets it.
             first_signal = self._signal(instance_id)
-            await self._db(self.store.enqueue, instance_id, [record])
-            if not self._nudge(instance_id):  # no worker of ours holds it: claim it
-                self._kick()
+            handed = self._hand_over(instance_id, record, wait)
+            if handed is None:
+                earlier = self._handoffs.pop(instance_id, None)
+                if earlier is not None:  # handed over before this one: it queues first
+                    await self._queue_handed(instance_id, *earlier)
+                await self._db(self.store.enqueue, instance_id, [record])
+                if not self._nudge(instance_id):  # no worker of ours holds it: claim it
+                    self._kick()
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
@@ -749,11 +759,93 @@ class AsyncRuntime:
                         else _view(self.registry, outcome.snapshot)
                     )
             except TimeoutError:
-                raise DeadlineExceededError(True, instance_id, record.id) from None
+                accepted = True
+                if handed is not None:  # accepted once committed or queued
+                    waiting = self._handoffs.get(instance_id)
+                    if waiting is not None and waiting[0] is record:  # not taken yet: queue it
+                        del self._handoffs[instance_id]
+                        await self._queue_handed(instance_id, record, handed)
+                    accepted = await asyncio.shield(handed)  # else its pure step ends soon
+                raise DeadlineExceededError(accepted, instance_id, record.id) from None
         finally:
             self._waiters.pop(record.id, None)
         result = TransitionResult(instance, outcome.fired, record.id)
         return self._submitted(result), result
+
+    def _hand_over(
+        self, instance_id: str, record: WorkRecord, wait: WaitMode
+    ) -> asyncio.Future[bool] | None:
+        """Gives an item straight to the instance's worker here, if it has one; else None.
+
+        If the worker's mailbox is empty once its step in progress is done, it
+        takes the item's step with no enqueue first: one transaction instead of
+        two, and no mailbox read. The commit checks, holding the instance's
+        row, that nothing was queued meanwhile (by another process); if
+        something was, or the instance moved on, or the mailbox was not empty,
+        the item is queued after all and taken in turn. One item at a time;
+        only for pure steps (a slow one would leave the item unaccepted for
+        long) and for callers that wait for the step. Returns the item's fate:
+        True once committed or queued.
+        """
+        known = self._known.get(instance_id)
+        if (
+            wait is WaitMode.ENQUEUED
+            or known is None
+            or instance_id not in self._workers
+            or instance_id in self._handoffs
+            or self.registry.get(known[0]).user_code_in_steps
+        ):
+            return None
+        fate: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._handoffs[instance_id] = (record, fate)
+        self._nudge(instance_id)
+        return fate
+
+    async def _process_handed(
+        self, snapshot: Snapshot, record: WorkRecord, fate: asyncio.Future[bool]
+    ) -> Snapshot | None:
+        """Takes the step of an item handed over; None if it was queued instead."""
+        try:
+            after = await self._process(snapshot, record, alone=True)
+        except (MailboxNotEmptyError, RevisionConflictError):
+            pass  # work came in, or the instance moved on: the item queues like any other
+        except asyncio.CancelledError:
+            self._rescue(snapshot.instance.id, record, fate)
+            raise
+        except BaseException:
+            await self._queue_handed(snapshot.instance.id, record, fate)
+            raise
+        else:
+            if not fate.done():
+                fate.set_result(True)
+            return after
+        await self._queue_handed(snapshot.instance.id, record, fate)
+        return None
+
+    async def _queue_handed(
+        self, instance_id: str, record: WorkRecord, fate: asyncio.Future[bool]
+    ) -> None:
+        """Queues a handed-over item that could not take its step; its waiter hears failures."""
+        try:
+            await self._db(self.store.enqueue, instance_id, [record])
+        except Exception as exc:
+            if not fate.done():
+                fate.set_result(False)
+            self._resolve(record.id, exc)
+            return
+        if not fate.done():
+            fate.set_result(True)
+        if not self._nudge(instance_id):
+            self._kick()
+
+    def _rescue(self, instance_id: str, record: WorkRecord, fate: asyncio.Future[bool]) -> None:
+        """A worker stopped holding a handed-over item: queue it (or, closing, drop it)."""
+        if self._closed:
+            if not fate.done():
+                fate.set_result(False)
+            self._resolve(record.id, ShuttingDownError())
+            return
+        asyncio.get_running_loop().create_task(self._queue_handed(instance_id, record, fate))
 
     async def _processed(
         self,
@@ -934,18 +1026,31 @@ class AsyncRuntime:
             while not self._closed:
                 self._pending[instance_id] = snapshot.pending
                 work = snapshot.next
-                if work is None:
-                    try:
-                        async with asyncio.timeout(self.linger):
-                            await nudged.wait()
-                    except TimeoutError:
-                        break
-                else:
+                handed = self._handoffs.pop(instance_id, None)
+                if handed is not None and work is None:  # nothing queued before it
+                    nudged.clear()
+                    after = await self._process_handed(snapshot, *handed)
+                    if after is not None:
+                        snapshot = after
+                        continue
+                elif work is not None:
+                    if handed is not None:  # work was queued before it: it queues behind
+                        await self._queue_handed(instance_id, *handed)
                     nudged.clear()  # what the step's snapshot misses wakes us again
                     after = await self._process(snapshot, work)
                     if after is not None:
                         snapshot = after
                         continue
+                else:
+                    try:
+                        async with asyncio.timeout(self.linger):
+                            await nudged.wait()
+                    except TimeoutError:
+                        pass
+                    if instance_id in self._handoffs:
+                        continue  # taken above, on this snapshot: no read needed
+                    if not nudged.is_set():
+                        break  # lingered long enough
                 nudged.clear()
                 snapshot = await self._db(self.store.head, instance_id)
             await self._db(self.store.release, self.owner, instance_id)
@@ -958,6 +1063,9 @@ class AsyncRuntime:
                 del self._workers[instance_id]
                 del self._nudges[instance_id]
                 self._pending.pop(instance_id, None)
+                handed = self._handoffs.pop(instance_id, None)
+                if handed is not None:
+                    self._rescue(instance_id, *handed)
             self._changed(instance_id)
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
@@ -969,8 +1077,14 @@ class AsyncRuntime:
             nudged.set()
         return nudged is not None
 
-    async def _process(self, snapshot: Snapshot, work: WorkRecord) -> Snapshot | None:
-        """Takes one step; returns the instance as it left it, or None to read it afresh."""
+    async def _process(
+        self, snapshot: Snapshot, work: WorkRecord, alone: bool = False
+    ) -> Snapshot | None:
+        """Takes one step; returns the instance as it left it, or None to read it afresh.
+
+        `alone`: the item was handed over, not queued (`_hand_over`); then
+        MailboxNotEmptyError or RevisionConflictError say nothing was committed.
+        """
         instance = snapshot.instance
         instance_id = instance.id
         hosted = self.registry.get(instance.machine)
@@ -979,6 +1093,7 @@ class AsyncRuntime:
                 instance,
                 work,
                 RevisionConflictError(instance_id, work.expected_revision, instance.revision),
+                alone,
             )
         item = work.item
         if isinstance(item, Execute):
@@ -995,12 +1110,12 @@ class AsyncRuntime:
                 kind = EventKind.STATE_UPDATED
             self._check_size(step.document)
         except FlouError as exc:
-            return await self._reject(instance, work, exc)
+            return await self._reject(instance, work, exc, alone)
         except Exception:
             _log.exception("instance %s: work item %s failed unexpectedly", instance_id, work.id)
-            return await self._reject(instance, work, InternalError())
+            return await self._reject(instance, work, InternalError(), alone)
         fired = _fired_json(step.fired)
-        after = await self._commit(instance, step, kind, work, fired=fired)
+        after = await self._commit(instance, step, kind, work, fired=fired, alone=alone)
         self._resolve(work.id, _Outcome(after, fired))
         return after
 
@@ -1022,6 +1137,7 @@ class AsyncRuntime:
         *,
         fired: list[JsonObject] | None = None,
         error: JsonObject | None = None,
+        alone: bool = False,
     ) -> Snapshot:
         event = EventRecord(
             instance.id,
@@ -1039,9 +1155,10 @@ class AsyncRuntime:
             instance.revision,
             step.document,
             event,
-            work.id,
+            None if alone else work.id,
             [WorkRecord(_new_id(), new) for new in step.work],
             self.owner,
+            alone,
         )
         self._remember(after.instance)
         self.observer.step_committed(kind)
@@ -1049,7 +1166,7 @@ class AsyncRuntime:
         return after
 
     async def _reject(
-        self, instance: InstanceRecord, work: WorkRecord, error: FlouError
+        self, instance: InstanceRecord, work: WorkRecord, error: FlouError, alone: bool = False
     ) -> Snapshot:
         event = EventRecord(
             instance.id,
@@ -1066,9 +1183,10 @@ class AsyncRuntime:
             instance.revision,
             instance.document,
             event,
-            work.id,
+            None if alone else work.id,
             (),
             self.owner,
+            alone,
         )
         self.observer.step_committed(EventKind.REJECTED)
         self._changed(instance.id, replace(event, revision=instance.revision + 1))

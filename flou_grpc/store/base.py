@@ -50,6 +50,14 @@ class LeaseLostError(Exception):
         self.instance_id, self.owner = instance_id, owner
 
 
+class MailboxNotEmptyError(Exception):
+    """A step taken `alone` found work in the mailbox: nothing is committed."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"instance {instance_id!r} has queued work")
+        self.instance_id = instance_id
+
+
 class Store(Protocol):
     """Persistence of instances, mailboxes, history, errors and request records."""
 
@@ -104,6 +112,7 @@ class Store(Protocol):
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
+        alone: bool = False,
     ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
@@ -112,6 +121,9 @@ class Store(Protocol):
         order) leaves the mailbox, and its failures are forgotten
         unless the event is the `failed` one; `work` joins its end. Returns
         the instance as the commit left it, read in the same transaction.
+        `alone`: the step's item never entered the mailbox (`done` is None),
+        so it may only go first if the mailbox is empty when the step holds
+        the instance's row.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
@@ -119,6 +131,7 @@ class Store(Protocol):
                 `done` is no longer in the mailbox: another runtime processed it
                 while this one had lost the lease (it may hold it again since).
                 Nothing is committed.
+            MailboxNotEmptyError: `alone`, and work is queued. Nothing is committed.
         """
         ...
 

@@ -29,7 +29,7 @@ from flou_grpc.errors import (
     LimitExceededError,
     RevisionConflictError,
 )
-from flou_grpc.store.base import LeaseLostError
+from flou_grpc.store.base import LeaseLostError, MailboxNotEmptyError
 from flou_grpc.store.records import (
     ErrorRecord,
     EventRecord,
@@ -139,6 +139,7 @@ class MemoryStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
+        alone: bool = False,
     ) -> Snapshot:
         """Commits one step: document, revision + 1, its event, the item done, new work.
 
@@ -147,6 +148,7 @@ class MemoryStore:
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
             LeaseLostError: `owner` is given and does not hold the lease.
+            MailboxNotEmptyError: `alone`, and work is queued.
         """
         with self._lock:
             current = self.instance(instance_id)
@@ -155,6 +157,8 @@ class MemoryStore:
             if owner and self._lease_owner(instance_id) != owner:
                 raise LeaseLostError(instance_id, owner)
             mailbox = self._mailboxes[instance_id]
+            if alone and mailbox:
+                raise MailboxNotEmptyError(instance_id)
             if done is not None and all(r.id != done for r in mailbox):
                 raise LeaseLostError(instance_id, owner)  # processed elsewhere: a stale step
             if done is not None and mailbox[0].id != done:

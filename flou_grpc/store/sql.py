@@ -64,7 +64,13 @@ from flou_grpc.errors import (
     RevisionConflictError,
 )
 from flou_grpc.store import migrations
-from flou_grpc.store.base import EVENTS_CHANNEL, RECONNECTED, WORK_CHANNEL, LeaseLostError
+from flou_grpc.store.base import (
+    EVENTS_CHANNEL,
+    RECONNECTED,
+    WORK_CHANNEL,
+    LeaseLostError,
+    MailboxNotEmptyError,
+)
 from flou_grpc.store.dialects import open_engine
 from flou_grpc.store.records import (
     ErrorRecord,
@@ -264,6 +270,7 @@ _DELETE_WORK = (
     .returning(work_items.c.seq)
 )
 
+_ANY_WORK = select(work_items.c.seq).where(work_items.c.instance_id == bindparam("id")).limit(1)
 _HEAD = _snapshot_query(*_INSTANCE_COLUMNS)
 _AFTER_COMMIT = _snapshot_query()
 
@@ -708,6 +715,7 @@ class SqlStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
+        alone: bool = False,
     ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
@@ -719,6 +727,8 @@ class SqlStore:
             RevisionConflictError: The instance is no longer at `revision`.
             LeaseLostError: `owner` is given and no longer holds the lease.
             InstanceNotFoundError: No instance has that id.
+            MailboxNotEmptyError: `alone` (the item never entered the mailbox),
+                and work is queued: nothing is committed.
         """
         now = utcnow()
         token = _token()
@@ -753,6 +763,10 @@ class SqlStore:
                 row = conn.execute(statement, params).first()
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
+            # The compare-and-set holds the row, which enqueues lock first: a statement
+            # from now on sees every item enqueued before, and none can come in.
+            if alone and conn.execute(_ANY_WORK, {"id": instance_id}).first() is not None:
+                raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
             done_seq = 0
             if not ctes:
                 self._insert_event(conn, event, instance_id, revision + 1, token)

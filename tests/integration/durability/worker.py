@@ -206,13 +206,16 @@ class PhasedStore:
         done: str | None,
         work: Sequence[WorkRecord] = (),
         owner: str = "",
+        alone: bool = False,
     ) -> Snapshot:
         after_run = event.kind == "executed"
         self._mark(AFTER_RUN if after_run else BEFORE_COMMIT, instance_id)
         pause()
         if after_run:  # twice as long: the narrowest window otherwise, the least hit
             pause()
-        snapshot = self._store.commit(instance_id, revision, document, event, done, work, owner)
+        snapshot = self._store.commit(
+            instance_id, revision, document, event, done, work, owner, alone
+        )
         self._mark(COMMITTED, instance_id)
         pause()
         if snapshot.next:  # the commit read the next item too: its step begins here
