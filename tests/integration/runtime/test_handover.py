@@ -11,30 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flou_grpc import LTM, AsyncRuntime, WaitMode
+from flou_grpc import AsyncRuntime, WaitMode
 from flou_grpc.runtime import EventKind
 from flou_grpc.store.memory import MemoryStore
 from flou_grpc.store.records import WorkRecord
-
-
-class Ping(LTM):
-    name = "ping"
-
-
-class Pong(LTM):
-    name = "pong"
-
-
-class Table(LTM):
-    name = "table"
-    init = [Ping]
-    transitions = [
-        {"from": Ping, "label": "go", "to": Pong},
-        {"from": Pong, "label": "back", "to": Ping},
-    ]
-
-    def get_initial_state(self) -> dict[str, Any]:
-        return {"log": []}
+from tests.ltms.flat import SelfLoop
 
 
 class CountingEnqueues(MemoryStore):
@@ -55,35 +36,37 @@ def database(database_url: str) -> dict[str, Any]:
 
 
 def runtime(shared: dict[str, Any], **options: Any) -> AsyncRuntime:
-    return AsyncRuntime(**shared, machines=[Table], poll_interval=60, lease_seconds=30, **options)
+    return AsyncRuntime(
+        **shared, machines=[SelfLoop], poll_interval=60, lease_seconds=30, **options
+    )
 
 
 async def test_transitions_to_an_instance_held_here_are_not_enqueued():
     store = CountingEnqueues()
-    async with AsyncRuntime(store=store, machines=[Table], linger=5) as runtime:
-        await runtime.start("table", instance_id="t", wait=WaitMode.SETTLED)
+    async with AsyncRuntime(store=store, machines=[SelfLoop], linger=5) as runtime:
+        await runtime.start("self_loop", instance_id="t", wait=WaitMode.SETTLED)
         before = store.enqueued
-        for label in ("go", "back") * 5:
-            result = await runtime.transition("t", label)
-            assert [f["label"] for f in result.fired] == [label]
+        for n in range(10):
+            result = await runtime.transition("t", "again", {"n": n})
+            assert [f["label"] for f in result.fired] == ["again"]
         settled = await runtime.settle("t")
 
     assert store.enqueued == before  # every one went straight to the worker
     kinds = [e.kind for e in await _history(store, "t")]
     assert kinds.count(EventKind.TRANSITIONED) == 10
     assert EventKind.REJECTED not in kinds
-    assert list(settled.active_states) == ["table", "table.ping"]
+    assert [r.get("n") for r in settled.state["loop"]["runs"]] == [None, *range(10)]
 
 
 async def test_work_queued_by_another_runtime_goes_first(database_url):
     shared = database(database_url)
     async with runtime(shared, linger=5) as here:
-        await here.start("table", instance_id="t", wait=WaitMode.SETTLED)
-        await here.update_state("t", {"log": []})  # here's worker now holds it, and lingers
+        await here.start("self_loop", instance_id="t", wait=WaitMode.SETTLED)
+        await here.update_state("t", {"by": ""})  # here's worker now holds it, and lingers
         async with runtime(shared) as elsewhere:
-            queued = await elsewhere.transition("t", "go", wait=WaitMode.ENQUEUED)
+            queued = await elsewhere.transition("t", "again", wait=WaitMode.ENQUEUED)
 
-        handed = await here.submit_update("t", {"log": ["here"]}, timeout=10)
+        handed = await here.submit_update("t", {"by": "here"}, timeout=10)
         history = await here.history("t")
 
     ids = [e.item.get("work_item_id") for e in history]
@@ -94,20 +77,20 @@ async def test_work_queued_by_another_runtime_goes_first(database_url):
 async def test_an_instance_changed_elsewhere_takes_the_item_in_turn(database_url):
     shared = database(database_url)
     async with runtime(shared, linger=5) as here:
-        await here.start("table", instance_id="t", wait=WaitMode.SETTLED)
+        await here.start("self_loop", instance_id="t", wait=WaitMode.SETTLED)
         await here.update_state("t", {"log": []})  # here's worker holds it at this revision
         async with runtime(shared) as elsewhere:
             appended = await elsewhere.atomic_append("t", "log", "elsewhere")
 
-        result = await here.transition("t", "go", timeout=10)  # its first try meets a conflict
+        result = await here.transition("t", "again", timeout=10)  # its first try: a conflict
         final = await here.settle("t", timeout=10)
 
-    assert [f["label"] for f in result.fired] == ["go"]
+    assert [f["label"] for f in result.fired] == ["again"]
     assert result.instance.revision > appended.revision
     assert final.state["log"] == ["elsewhere"]
-    assert list(final.active_states) == ["table", "table.pong"]
+    assert len(final.state["loop"]["runs"]) == 2  # the first run, and the transition's
 
 
 async def _history(store: MemoryStore, instance_id: str) -> list[Any]:
-    async with AsyncRuntime(store=store, machines=[Table]) as reader:
+    async with AsyncRuntime(store=store, machines=[SelfLoop]) as reader:
         return await reader.history(instance_id)
