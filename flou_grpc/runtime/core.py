@@ -355,7 +355,8 @@ class AsyncRuntime:
             new_id = instance_id or _new_id()
             step = await self._step(hosted, hosted.start, new_id, owned)
             now = utcnow()
-            await self._db(
+            work = [WorkRecord(_new_id(), item) for item in step.work]
+            created = await self._db(
                 self.store.create,
                 InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
                 EventRecord(
@@ -367,8 +368,9 @@ class AsyncRuntime:
                     request_id=request_id,
                     create_time=now,
                 ),
-                [WorkRecord(_new_id(), item) for item in step.work],
+                work,
             )
+            self._remember(created)
             self._changed(new_id)
             self._kick()
             if wait is WaitMode.SETTLED:
@@ -376,8 +378,9 @@ class AsyncRuntime:
                     view = await self.settle(new_id, timeout)
                 except TimeoutError:
                     raise DeadlineExceededError(True, new_id) from None
-            else:
-                view = await self.get(new_id)
+            else:  # as the create left it: no read needed
+                first = work[0] if work else None
+                view = _view(self.registry, Snapshot(created, first, len(work), ()))
             return {"instance_id": new_id}, view
 
         async def replay(response: JsonObject) -> Instance:
