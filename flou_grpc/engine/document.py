@@ -9,6 +9,7 @@ the JSON patch of a step is exact by construction, with no diff.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -71,6 +72,11 @@ def json_type(value: object) -> str:
 def pointer(path: Sequence[str | int]) -> str:
     """The RFC 6901 JSON pointer of a path."""
     return "".join("/" + str(key).replace("~", "~0").replace("/", "~1") for key in path)
+
+
+def json_size(value: Any) -> int:
+    """The length in bytes of `value` as compact JSON: what the size limits measure."""
+    return len(json.dumps(value, separators=(",", ":")).encode())
 
 
 def append_op(path: Path, value: Any) -> JsonObject:

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, ParamSpec, TypeVar
 
-from flou_grpc.engine.document import JsonObject, append_op, apply_patch, json_copy
+from flou_grpc.engine.document import JsonObject, append_op, apply_patch, json_copy, json_size
 from flou_grpc.engine.hosting import Hosted
 from flou_grpc.engine.ltm import LTM, state_key_path
 from flou_grpc.engine.machine import ACTIVE, ERROR, QUEUED, Fired, Step
@@ -1300,7 +1300,7 @@ class AsyncRuntime:
         """Raises LimitExceededError when a document would be over `max_state_bytes`."""
         if self.max_state_bytes is None:
             return
-        size = len(json.dumps(document, separators=(",", ":")).encode())
+        size = json_size(document)
         if size > self.max_state_bytes:
             raise LimitExceededError("state", "max_state_bytes", self.max_state_bytes, size)
 

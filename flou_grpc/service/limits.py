@@ -6,11 +6,11 @@ caller gets INVALID_ARGUMENT with a `BadRequest` violation; nothing is changed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flou_grpc.config import Limits
+from flou_grpc.engine.document import json_size
 from flou_grpc.errors import LimitExceededError
 
 __all__ = ["check_json", "check_params", "json_depth"]
@@ -43,7 +43,7 @@ def check_json(value: Any, field: str, limits: Limits) -> None:
     depth = json_depth(value)
     if depth > limits.max_json_depth:
         raise LimitExceededError(field, "max_json_depth", limits.max_json_depth, depth)
-    size = len(json.dumps(value, separators=(",", ":")).encode())
+    size = json_size(value)
     if size > limits.max_payload_bytes:
         raise LimitExceededError(field, "max_payload_bytes", limits.max_payload_bytes, size)
 

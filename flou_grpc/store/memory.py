@@ -10,7 +10,6 @@ durable SQL store lands, and tests.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from flou_grpc.engine.document import (
     JsonObject,
     Path,
     json_copy,
+    json_size,
 )
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
@@ -204,7 +204,7 @@ class MemoryStore:
             writer.list_at(path)  # KeyError / TypeError, as `Store.append` says
             writer.append(path, json_copy(value))
             if max_bytes is not None:
-                size = len(json.dumps(writer.doc, separators=(",", ":")).encode())
+                size = json_size(writer.doc)
                 if size > max_bytes:
                     raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
             record = self.commit(
