@@ -745,9 +745,7 @@ class AsyncRuntime:
                 earlier = self._handoffs.pop(instance_id, None)
                 if earlier is not None:  # handed over before this one: it queues first
                     await self._queue_handed(instance_id, *earlier)
-                await self._db(self.store.enqueue, instance_id, [record])
-                if not self._nudge(instance_id):  # no worker of ours holds it: claim it
-                    self._kick()
+                await self._enqueue(instance_id, record)
             if wait is WaitMode.ENQUEUED:
                 result = TransitionResult(await self.get(instance_id), [], record.id)
                 return self._submitted(result), result
@@ -774,6 +772,12 @@ class AsyncRuntime:
             self._waiters.pop(record.id, None)
         result = TransitionResult(instance, outcome.fired, record.id)
         return self._submitted(result), result
+
+    async def _enqueue(self, instance_id: str, record: WorkRecord) -> None:
+        """Puts an item in the mailbox and wakes our worker of the instance, or claims it."""
+        await self._db(self.store.enqueue, instance_id, [record])
+        if not self._nudge(instance_id):  # no worker of ours holds it: claim it
+            self._kick()
 
     def _hand_over(
         self, instance_id: str, record: WorkRecord, wait: WaitMode
@@ -819,8 +823,7 @@ class AsyncRuntime:
             await self._queue_handed(snapshot.instance.id, record, fate)
             raise
         else:
-            if not fate.done():
-                fate.set_result(True)
+            _decide(fate, True)
             return after
         await self._queue_handed(snapshot.instance.id, record, fate)
         return None
@@ -830,22 +833,17 @@ class AsyncRuntime:
     ) -> None:
         """Queues a handed-over item that could not take its step; its waiter hears failures."""
         try:
-            await self._db(self.store.enqueue, instance_id, [record])
+            await self._enqueue(instance_id, record)
         except Exception as exc:
-            if not fate.done():
-                fate.set_result(False)
+            _decide(fate, False)
             self._resolve(record.id, exc)
             return
-        if not fate.done():
-            fate.set_result(True)
-        if not self._nudge(instance_id):
-            self._kick()
+        _decide(fate, True)
 
     def _rescue(self, instance_id: str, record: WorkRecord, fate: asyncio.Future[bool]) -> None:
         """A worker stopped holding a handed-over item: queue it (or, closing, drop it)."""
         if self._closed:
-            if not fate.done():
-                fate.set_result(False)
+            _decide(fate, False)
             self._resolve(record.id, ShuttingDownError())
             return
         asyncio.get_running_loop().create_task(self._queue_handed(instance_id, record, fate))
@@ -1467,6 +1465,12 @@ def _view(
         create_time=record.create_time,
         update_time=record.update_time,
     )
+
+
+def _decide(fate: asyncio.Future[bool], accepted: bool) -> None:
+    """Settles a handed-over item's fate, unless it is settled already."""
+    if not fate.done():
+        fate.set_result(accepted)
 
 
 async def _awaited(value: Awaitable[None] | None) -> None:

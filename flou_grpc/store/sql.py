@@ -742,7 +742,10 @@ class SqlStore:
             "b_owner": owner,
         }
 
-        event_params = {f"e_{k}": v for k, v in self._event_row(event, token).items()}
+        ctes = self._dialect.dml_ctes  # the event goes in the compare-and-set's statement
+        event_params = (
+            {f"e_{k}": v for k, v in self._event_row(event, token).items()} if ctes else {}
+        )
 
         def record(machine: str, create_time: datetime) -> InstanceRecord:
             return InstanceRecord(
@@ -755,7 +758,6 @@ class SqlStore:
                 if current is not None and self._committed(conn, instance_id, token) is not None:
                     return self._snapshot(conn, record(current.machine, current.create_time))
             resolved = done is not None and event.kind != "failed"  # its kept error goes
-            ctes = self._dialect.dml_ctes
             if ctes:
                 writes = _commit_with_writes(bool(owner), done is not None, resolved)
                 row = conn.execute(writes, {**params, **event_params, "b_work_id": done}).first()
