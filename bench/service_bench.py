@@ -132,6 +132,24 @@ class Window:
     errors: Counter[str]
     extra: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        latencies: Sequence[float],
+        elapsed: float,
+        errors: Counter[str],
+        extra: dict[str, float] | None = None,
+    ) -> Window:
+        """The window of calls answered in `latencies` (seconds) over `elapsed` seconds."""
+        return cls(
+            len(latencies) / elapsed,
+            _quantile(latencies, 0.5) * 1000,
+            _quantile(latencies, 0.99) * 1000,
+            len(latencies),
+            errors,
+            extra or {},
+        )
+
 
 async def closed_loop(
     clients: int, seconds: float, call: Callable[[int], Awaitable[object]]
@@ -153,14 +171,7 @@ async def closed_loop(
 
     began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - began
-    return Window(
-        len(latencies) / elapsed,
-        _quantile(latencies, 0.5) * 1000,
-        _quantile(latencies, 0.99) * 1000,
-        len(latencies),
-        errors,
-    )
+    return Window.of(latencies, time.perf_counter() - began, errors)
 
 
 class Client:
@@ -325,14 +336,8 @@ async def transition_latency(
     await asyncio.gather(*(sender(i) for i in ids))
     elapsed = time.perf_counter() - began
     await client.settle(ids)
-    return Window(
-        len(latencies) / elapsed,
-        _quantile(latencies, 0.5) * 1000,
-        _quantile(latencies, 0.99) * 1000,
-        len(latencies),
-        errors,
-        {"lateness": lateness * 1000, "unsent": total - taken, "offered": total},
-    )
+    extra = {"lateness": lateness * 1000, "unsent": total - taken, "offered": total}
+    return Window.of(latencies, elapsed, errors, extra)
 
 
 # --- Watch delivery: the watchers' process ----------------------------------------------------
