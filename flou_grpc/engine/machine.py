@@ -101,6 +101,11 @@ class Execution:
         """Calls the node's `run(**payload)`; an `async def run` returns an awaitable."""
         return self.node.run(**self.payload)
 
+    @property
+    def runs_code(self) -> bool:
+        """False when the node's class has no `run` of its own: running it does nothing."""
+        return type(self.node).run is not LTM.run
+
 
 class Machine:
     """A registered root LTM class, validated whole, with its instances' step functions."""

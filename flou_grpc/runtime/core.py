@@ -137,6 +137,14 @@ class _Recent:
 _RECENT_EVENTS: Final = 256
 """Events kept per followed instance for its followers to share."""
 
+_CHAIN_LIMIT: Final = 64
+"""At most this many steps chained to one (`AsyncRuntime._chain`): one transaction stays short."""
+
+
+def _no_appends(fqn: str, key: str, value: Any) -> list[Any]:
+    """The append hook of a chained execute: its node has no code that could call it."""
+    raise InternalError()
+
 
 @dataclass(slots=True)
 class _Outcome:
@@ -962,11 +970,11 @@ class AsyncRuntime:
     def _signal(self, instance_id: str) -> asyncio.Event:
         return self._signals.setdefault(instance_id, asyncio.Event())
 
-    def _changed(self, instance_id: str, committed: EventRecord | None = None) -> None:
+    def _changed(self, instance_id: str, *committed: EventRecord) -> None:
         """Wakes whoever waits on the instance, and tells the change listeners.
 
-        `committed`: the event this runtime just committed, which its
-        followers then read without the store.
+        `committed`: the events this runtime just committed, in revision
+        order, which its followers then read without the store.
         """
         if instance_id in self._following and not self._publish(instance_id, committed):
             # A change its followers' recent events do not hold: they read the store.
@@ -977,12 +985,12 @@ class AsyncRuntime:
         for listener in self._listeners:
             listener(instance_id)
 
-    def _publish(self, instance_id: str, committed: EventRecord | None) -> bool:
-        """Adds a committed event to the followers' recent events, if it continues them."""
+    def _publish(self, instance_id: str, committed: Sequence[EventRecord]) -> bool:
+        """Adds committed events to the followers' recent events, if they continue them."""
         recent = self._recent.get(instance_id)
-        if committed is None or recent is None or committed.revision != recent.end + 1:
+        if not committed or recent is None or committed[0].revision != recent.end + 1:
             return False
-        recent.add([_event(committed)])
+        recent.add([_event(e) for e in committed])
         return True
 
     def on_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
@@ -1116,8 +1124,15 @@ class AsyncRuntime:
             _log.exception("instance %s: work item %s failed unexpectedly", instance_id, work.id)
             return await self._reject(instance, work, InternalError(), alone)
         fired = _fired_json(step.fired)
-        after = await self._commit(instance, step, kind, work, fired=fired, alone=alone)
-        self._resolve(work.id, _Outcome(after, fired))
+        last = alone or snapshot.pending == 1  # nothing queued behind it: chain what it makes
+        after = await self._commit(
+            instance, step, kind, work, fired=fired, alone=alone, chain=last
+        )
+        answer = after  # as the step left the instance, before the steps chained to it
+        if after.instance.revision != instance.revision + 1:
+            at = replace(after.instance, revision=instance.revision + 1, document=step.document)
+            answer = Snapshot(at, None, len(step.work), after.errors)
+        self._resolve(work.id, _Outcome(answer, fired))
         return after
 
     async def _step(
@@ -1139,7 +1154,14 @@ class AsyncRuntime:
         fired: list[JsonObject] | None = None,
         error: JsonObject | None = None,
         alone: bool = False,
+        chain: bool = False,
     ) -> Snapshot:
+        """Commits a step; with `chain`, and the steps of the work it made that run no code.
+
+        `chain` says that the mailbox held nothing but `work` (or, `alone`,
+        nothing): the new work would come next. The store checks it; if work
+        came in meanwhile, the step commits again, alone (or, `alone`, not).
+        """
         event = EventRecord(
             instance.id,
             0,
@@ -1150,21 +1172,81 @@ class AsyncRuntime:
             error=error,
             request_id=work.request_id,
         )
-        after = await self._db(
-            self.store.commit,
-            instance.id,
-            instance.revision,
-            step.document,
-            event,
-            None if alone else work.id,
-            [WorkRecord(_new_id(), new) for new in step.work],
-            self.owner,
-            alone,
-        )
+        document, queued = step.document, list(step.work)
+        chained: list[EventRecord] = []
+        if chain:
+            document, queued, chained = self._chain(instance, step)
+        try:
+            after = await self._db(
+                self.store.commit,
+                instance.id,
+                instance.revision,
+                document,
+                event,
+                None if alone else work.id,
+                [WorkRecord(_new_id(), new) for new in queued],
+                self.owner,
+                alone,
+                chained,
+            )
+        except MailboxNotEmptyError:
+            if alone or not chained:
+                raise
+            return await self._commit(instance, step, kind, work, fired=fired, error=error)
         self._remember(after.instance)
         self.observer.step_committed(kind)
-        self._changed(instance.id, replace(event, revision=instance.revision + 1))
+        for _ in chained:
+            self.observer.step_committed(EventKind.EXECUTED)
+        committed = (event, *chained)
+        self._changed(
+            instance.id,
+            *(replace(e, revision=instance.revision + n) for n, e in enumerate(committed, 1)),
+        )
         return after
+
+    def _chain(
+        self, instance: InstanceRecord, step: Step
+    ) -> tuple[JsonObject, list[WorkItem], list[EventRecord]]:
+        """Takes now the steps of the work a step made, while what comes first runs no code.
+
+        An execute of a node with no `run` is pure: it can go in the same
+        transaction as the step that queued it, as the next revision, with
+        its own event, as if taken from the mailbox (`Store.commit`'s
+        `chained`). One transaction instead of two for a transition into a
+        state without code. Returns the document after the chained steps, the
+        work left to queue and their events. Anything unusual (code to run, a
+        limit, an error) stops the chain: that item queues, and the worker
+        takes it as usual.
+        """
+        hosted = self.registry.get(instance.machine)
+        document, queued, chained = step.document, list(step.work), list[EventRecord]()
+        if hosted.user_code_in_steps:
+            return document, queued, chained
+        while queued and isinstance(item := queued[0], Execute) and len(chained) < _CHAIN_LIMIT:
+            try:
+                execution = hosted.prepare(instance.id, document, item, _no_appends)
+                if execution is not None and execution.runs_code:
+                    break
+                if execution is not None:
+                    executed = hosted.execute(instance.id, document, item, execution.effects)
+                    self._check_size(executed.document)
+            except Exception:  # the worker takes it again, and reports it
+                break
+            del queued[0]
+            if execution is None:  # no longer queued: discarded, as the worker would
+                continue
+            chained.append(
+                EventRecord(
+                    instance.id,
+                    0,
+                    EventKind.EXECUTED,
+                    {"work_item_id": _new_id(), **to_json(item)},
+                    executed.patch,
+                )
+            )
+            document = executed.document
+            queued += executed.work
+        return document, queued, chained
 
     async def _reject(
         self, instance: InstanceRecord, work: WorkRecord, error: FlouError, alone: bool = False
@@ -1217,7 +1299,9 @@ class AsyncRuntime:
             self._resolve(work.id, _Outcome(after, []))
             return after
         try:
-            if inspect.iscoroutinefunction(type(execution.node).run):
+            if not execution.runs_code:
+                pass  # no thread for a run that does nothing
+            elif inspect.iscoroutinefunction(type(execution.node).run):
                 await _awaited(execution.run())
             else:
                 # Its own bounded pool: user code that blocks cannot starve the store's calls.

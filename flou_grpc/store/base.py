@@ -113,6 +113,7 @@ class Store(Protocol):
         work: Sequence[WorkRecord] = (),
         owner: str = "",
         alone: bool = False,
+        chained: Sequence[EventRecord] = (),
     ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
@@ -124,6 +125,11 @@ class Store(Protocol):
         `alone`: the step's item never entered the mailbox (`done` is None),
         so it may only go first if the mailbox is empty when the step holds
         the instance's row.
+        `chained`: the events of steps taken right after this one, on work it
+        made that never entered the mailbox (executes that run no code). They
+        take the next revisions, `document` is the one after the last, and
+        `work` is what is left to queue. Their items would have come next only
+        if the mailbox holds nothing but `done`: else MailboxNotEmptyError.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
@@ -131,7 +137,8 @@ class Store(Protocol):
                 `done` is no longer in the mailbox: another runtime processed it
                 while this one had lost the lease (it may hold it again since).
                 Nothing is committed.
-            MailboxNotEmptyError: `alone`, and work is queued. Nothing is committed.
+            MailboxNotEmptyError: `alone` or `chained`, and work other than
+                `done` is queued. Nothing is committed.
         """
         ...
 

@@ -140,15 +140,16 @@ class MemoryStore:
         work: Sequence[WorkRecord] = (),
         owner: str = "",
         alone: bool = False,
+        chained: Sequence[EventRecord] = (),
     ) -> Snapshot:
-        """Commits one step: document, revision + 1, its event, the item done, new work.
+        """Commits one step (and `chained` ones): document, revisions, events, done, new work.
 
         Returns the instance as the commit left it.
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
             LeaseLostError: `owner` is given and does not hold the lease.
-            MailboxNotEmptyError: `alone`, and work is queued.
+            MailboxNotEmptyError: `alone` or `chained`, and work is queued (but `done`).
         """
         with self._lock:
             current = self.instance(instance_id)
@@ -157,18 +158,18 @@ class MemoryStore:
             if owner and self._lease_owner(instance_id) != owner:
                 raise LeaseLostError(instance_id, owner)
             mailbox = self._mailboxes[instance_id]
-            if alone and mailbox:
-                raise MailboxNotEmptyError(instance_id)
             if done is not None and all(r.id != done for r in mailbox):
                 raise LeaseLostError(instance_id, owner)  # processed elsewhere: a stale step
             if done is not None and mailbox[0].id != done:
                 raise ValueError(f"work item {done!r} is not the first of the mailbox")
-            record = replace(
-                current, revision=revision + 1, document=document, update_time=utcnow()
-            )
+            if (alone or chained) and len(mailbox) > (done is not None):
+                raise MailboxNotEmptyError(instance_id)
+            last = revision + 1 + len(chained)
+            record = replace(current, revision=last, document=document, update_time=utcnow())
             self._instances[instance_id] = record
-            self._events[instance_id].append(
-                replace(event, instance_id=instance_id, revision=revision + 1)
+            self._events[instance_id].extend(
+                replace(e, instance_id=instance_id, revision=revision + 1 + n)
+                for n, e in enumerate((event, *chained))
             )
             if done is not None:
                 self._remove(instance_id, done)

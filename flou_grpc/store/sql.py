@@ -308,7 +308,7 @@ def _commit_with_writes(fenced: bool, done: bool, resolved: bool) -> Any:
             ["instance_id", "revision", *_EVENT_FIELDS],
             select(
                 committed.c.id,
-                committed.c.revision,
+                bindparam("e_revision", type_=events.c.revision.type),  # chained ones follow
                 *(bindparam(f"e_{name}", type_=events.c[name].type) for name in _EVENT_FIELDS),
             ),
         )
@@ -716,27 +716,32 @@ class SqlStore:
         work: Sequence[WorkRecord] = (),
         owner: str = "",
         alone: bool = False,
+        chained: Sequence[EventRecord] = (),
     ) -> Snapshot:
         """Commits one step: the document at `revision + 1`, its event, the done item, new work.
 
         The event's `instance_id` and `revision` are set by the store. `done`
-        (a work item id) leaves the mailbox; `work` joins its end. Returns the
-        instance as the commit left it (read in the same transaction).
+        (a work item id) leaves the mailbox; `work` joins its end. `chained`:
+        events of steps taken on after this one (`Store.commit`), at the next
+        revisions. Returns the instance as the commit left it (read in the
+        same transaction).
 
         Raises:
             RevisionConflictError: The instance is no longer at `revision`.
             LeaseLostError: `owner` is given and no longer holds the lease.
             InstanceNotFoundError: No instance has that id.
-            MailboxNotEmptyError: `alone` (the item never entered the mailbox),
-                and work is queued: nothing is committed.
+            MailboxNotEmptyError: `alone` (the item never entered the mailbox)
+                or `chained`, and work other than `done` is queued: nothing is
+                committed.
         """
         now = utcnow()
         token = _token()
         statement = _COMMIT_FENCED if owner else _COMMIT
+        last = revision + 1 + len(chained)
         params = {
             "b_id": instance_id,
             "b_revision": revision,
-            "b_next": revision + 1,
+            "b_next": last,
             "b_document": document,
             "b_now": now,
             "b_owner": owner,
@@ -746,10 +751,14 @@ class SqlStore:
         event_params = (
             {f"e_{k}": v for k, v in self._event_row(event, token).items()} if ctes else {}
         )
+        later = [  # the first event's token alone tells a retry that the commit happened
+            {**self._event_row(e, ""), "txn": None, "instance_id": instance_id, "revision": r}
+            for r, e in enumerate(chained, revision + 2)
+        ]
 
         def record(machine: str, create_time: datetime) -> InstanceRecord:
             return InstanceRecord(
-                instance_id, machine, revision + 1, document, create_time, update_time=now
+                instance_id, machine, last, document, create_time, update_time=now
             )
 
         def body(conn: Connection, attempt: int) -> Snapshot:
@@ -760,15 +769,12 @@ class SqlStore:
             resolved = done is not None and event.kind != "failed"  # its kept error goes
             if ctes:
                 writes = _commit_with_writes(bool(owner), done is not None, resolved)
-                row = conn.execute(writes, {**params, **event_params, "b_work_id": done}).first()
+                values = {**params, **event_params, "e_revision": revision + 1, "b_work_id": done}
+                row = conn.execute(writes, values).first()
             else:
                 row = conn.execute(statement, params).first()
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
-            # The compare-and-set holds the row, which enqueues lock first: a statement
-            # from now on sees every item enqueued before, and none can come in.
-            if alone and conn.execute(_ANY_WORK, {"id": instance_id}).first() is not None:
-                raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
             done_seq = 0
             if not ctes:
                 self._insert_event(conn, event, instance_id, revision + 1, token)
@@ -782,6 +788,12 @@ class SqlStore:
                 done_seq = removed
                 if resolved and not ctes:
                     conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
+            # The compare-and-set holds the row, which enqueues lock first: a statement
+            # from now on sees every item enqueued before, and none can come in.
+            if (alone or chained) and conn.execute(_ANY_WORK, {"id": instance_id}).first():
+                raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
+            if later:
+                conn.execute(_INSERT_EVENT, later)
             self._insert_work(conn, instance_id, work)
             after = record(row.machine, row.create_time)
             if ctes:  # the notices go with the snapshot's read

@@ -207,6 +207,7 @@ class PhasedStore:
         work: Sequence[WorkRecord] = (),
         owner: str = "",
         alone: bool = False,
+        chained: Sequence[EventRecord] = (),
     ) -> Snapshot:
         after_run = event.kind == "executed"
         self._mark(AFTER_RUN if after_run else BEFORE_COMMIT, instance_id)
@@ -214,7 +215,7 @@ class PhasedStore:
         if after_run:  # twice as long: the narrowest window otherwise, the least hit
             pause()
         snapshot = self._store.commit(
-            instance_id, revision, document, event, done, work, owner, alone
+            instance_id, revision, document, event, done, work, owner, alone, chained
         )
         self._mark(COMMITTED, instance_id)
         pause()

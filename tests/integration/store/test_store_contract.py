@@ -31,7 +31,7 @@ from flou_grpc.errors import (
     StoreUnavailableError,
 )
 from flou_grpc.store import migrations
-from flou_grpc.store.base import LeaseLostError
+from flou_grpc.store.base import LeaseLostError, MailboxNotEmptyError
 from flou_grpc.store.dialects import SqliteDialect
 from flou_grpc.store.records import (
     ErrorRecord,
@@ -285,6 +285,43 @@ def test_commit_keeps_every_event_field(store):
     store.commit("i-1", 1, {"log": []}, event, None)
 
     assert store.events("i-1", 2) == [replace(event, instance_id="i-1", revision=2)]
+
+
+def test_commit_with_chained_steps_gives_each_its_own_revision(store):
+    make(store, work_ids=("w-1",))
+    patches = [[{"op": "add", "path": "/log/-", "value": n}] for n in range(3)]
+
+    snapshot = store.commit(
+        "i-1",
+        1,
+        {"log": [0, 1, 2]},
+        step("transitioned", patch=patches[0], request_id="r-1"),
+        "w-1",
+        [work("w-9")],
+        chained=[step(patch=patches[1]), step(patch=patches[2])],
+    )
+
+    assert snapshot == store.head("i-1")
+    assert (snapshot.instance.revision, snapshot.instance.document) == (4, {"log": [0, 1, 2]})
+    assert [(e.revision, e.kind, e.patch) for e in store.events("i-1", 2)] == [
+        (2, "transitioned", patches[0]),
+        (3, "executed", patches[1]),
+        (4, "executed", patches[2]),
+    ]
+    assert [e.request_id for e in store.events("i-1", 2)] == ["r-1", "", ""]
+    assert [w.id for w in store.pending("i-1")] == ["w-9"]
+
+
+@pytest.mark.parametrize("done", ["w-1", None])
+def test_a_chain_is_refused_while_other_work_is_queued(store, done):
+    make(store, work_ids=("w-1", "w-2"))
+
+    with pytest.raises(MailboxNotEmptyError):
+        store.commit("i-1", 1, {"log": [1]}, step(), done, [work("w-3")], chained=[step()])
+
+    assert store.instance("i-1").revision == 1
+    assert [e.revision for e in store.events("i-1")] == [1]
+    assert [w.id for w in store.pending("i-1")] == ["w-1", "w-2"]
 
 
 def test_commit_without_done_keeps_the_mailbox(store):
@@ -954,6 +991,17 @@ def test_a_commit_whose_answer_was_lost_is_applied_once(sql_store, caplog):
     assert record.document == {"log": [1]}
     assert [e.revision for e in sql_store.events("i-1")] == [1, 2]
     assert [w.id for w in sql_store.pending("i-1")] == ["w-2"]
+    assert retries(caplog)
+
+
+def test_a_chained_commit_whose_answer_was_lost_is_applied_once(sql_store, caplog):
+    make(sql_store)
+    _lose_the_next_commit_answer(sql_store)
+    with caplog.at_level(logging.WARNING, STORE_LOGGER):
+        snapshot = sql_store.commit("i-1", 1, {"log": [1]}, step(), "w-1", chained=[step()])
+    assert snapshot.instance.revision == 3
+    assert snapshot.next is None
+    assert [e.revision for e in sql_store.events("i-1")] == [1, 2, 3]
     assert retries(caplog)
 
 

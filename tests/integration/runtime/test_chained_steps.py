@@ -1,0 +1,201 @@
+"""Executes of states with no code commit with the step that queued them, as their own events.
+
+A transition into a state without `run` was two transactions: the transition,
+then the target's execute taken from the mailbox. That execute is pure, so it
+now goes in the transition's transaction, at the next revision, with its own
+event (`AsyncRuntime._chain`, `Store.commit`'s `chained`). These tests hold
+that the history, the answers and what watchers see stay those of separate
+steps, and that a chain never jumps ahead of queued work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flou_grpc import AsyncRuntime, WaitMode
+from flou_grpc.engine.document import apply_patch, json_size
+from flou_grpc.engine.requests import update_item
+from flou_grpc.runtime import EventKind, Instance
+from flou_grpc.runtime.stores import open_store
+from flou_grpc.store.base import Store
+from flou_grpc.store.records import Snapshot, WorkRecord
+from tests.ltms.quiet import Flip, Nest
+
+TRANSITIONED, EXECUTED = EventKind.TRANSITIONED, EventKind.EXECUTED
+
+
+class Commits:
+    """A real store that records the event kinds of each commit (chained ones included)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.commits: list[list[str]] = []
+        self.before_commit: Any = None  # called once, before the next commit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def commit(self, instance_id: str, *args: Any, **kwargs: Any) -> Snapshot:
+        if self.before_commit is not None:
+            self.before_commit, call = None, self.before_commit
+            call(instance_id)
+        snapshot = self._store.commit(instance_id, *args, **kwargs)
+        event, chained = args[2], args[7] if len(args) > 7 else kwargs.get("chained", ())
+        self.commits.append([event.kind, *(e.kind for e in chained)])
+        return snapshot
+
+    def since(self, mark: int) -> list[list[str]]:
+        return self.commits[mark:]
+
+
+def runtime(store: Commits, **options: Any) -> AsyncRuntime:
+    return AsyncRuntime(store=store, machines=[Flip, Nest], poll_interval=60, **options)  # type: ignore[arg-type]
+
+
+async def test_a_transition_into_a_state_with_no_code_is_one_commit(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store, linger=5) as flou:
+        started = await flou.start("flip", instance_id="f", wait=WaitMode.SETTLED)
+        mark = len(store.commits)
+        answers = [await flou.transition("f", label) for label in ("on", "off", "on")]
+        final = await flou.get("f")
+        history = await flou.history("f", started.revision + 1)
+
+    assert store.since(mark) == [[TRANSITIONED, EXECUTED]] * 3
+    # The history is that of separate steps: each transition, then its target's execute.
+    assert [(e.revision, e.kind) for e in history] == [
+        (started.revision + n, kind) for n, kind in enumerate([TRANSITIONED, EXECUTED] * 3, 1)
+    ]
+    assert [e.item.get("fqn") for e in history if e.kind == EXECUTED] == [
+        "flip.on",
+        "flip.off",
+        "flip.on",
+    ]
+    assert len({e.item["work_item_id"] for e in history}) == 6
+    # Each answer is the instance right after its transition, before the execute.
+    for n, answer in enumerate(answers):
+        assert answer.instance.revision == started.revision + 1 + 2 * n
+        assert answer.instance.active_states == ("flip",)  # the target is queued, not active
+        assert answer.instance.pending_work_count == 1
+    assert final.revision == started.revision + 6
+    assert final.active_states == ("flip", "flip.on")
+    assert final.pending_work_count == 0
+    state = started.state
+    for event in history:
+        state = apply_patch(state, event.patch)
+    assert state == final.state
+
+
+async def test_a_chain_runs_through_nested_machines_and_stops_at_code(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store, linger=5) as flou:
+        await flou.start("nest", instance_id="n", wait=WaitMode.SETTLED)
+        mark = len(store.commits)
+        entered = await flou.transition("n", "enter")
+        settled = await flou.settle("n")
+        entered_commits = store.since(mark)
+
+        await flou.start("nest", instance_id="m", wait=WaitMode.SETTLED)
+        mark = len(store.commits)
+        await flou.transition("m", "work", {"job": 7})
+        worked = await flou.settle("m")
+        worked_commits = store.since(mark)
+        history = await flou.history("n", entered.instance.revision)
+
+    assert entered_commits == [[TRANSITIONED, EXECUTED, EXECUTED]]
+    assert [e.item.get("fqn") for e in history[1:]] == ["nest.sub", "nest.sub.leaf"]
+    assert set(settled.active_states) == {"nest", "nest.sub", "nest.sub.leaf"}
+    # `busy` runs code: its execute is a step of its own, taken from the mailbox.
+    assert worked_commits == [[TRANSITIONED], [EXECUTED]]
+    assert worked.state["busy"]["ran"] == {"job": 7}
+
+
+async def test_watchers_get_each_chained_step_as_its_own_event(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store, linger=5) as flou:
+        started = await flou.start("flip", instance_id="w", wait=WaitMode.SETTLED)
+        stream = flou.watch("w")
+        first = await anext(stream)
+        answer = await flou.transition("w", "on")
+        seen = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        await stream.aclose()
+        at_step = await anext(flou.watch("w", answer.instance.revision))
+
+    assert isinstance(first, Instance)
+    assert first.revision == started.revision
+    assert [(e.revision, e.kind) for e in seen] == [
+        (started.revision + 1, TRANSITIONED),
+        (started.revision + 2, EXECUTED),
+    ]
+    # What the answer shows is the instance at the transition's own revision.
+    assert isinstance(at_step, Instance)
+    assert at_step.state == answer.instance.state
+    assert at_step.active_states == answer.instance.active_states
+
+
+async def test_queued_work_behind_a_step_keeps_the_execute_in_its_turn(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store) as flou:
+        started = await flou.start("flip", instance_id="q", wait=WaitMode.SETTLED)
+        await asyncio.sleep(0.6)  # the worker let the instance go: the next items queue
+        on = await flou.transition("q", "on", wait=WaitMode.ENQUEUED)
+        update = await flou.submit_update("q", {"note": "behind"}, wait=WaitMode.ENQUEUED)
+        settled = await flou.settle("q", timeout=10)
+        history = await flou.history("q", started.revision + 1)
+
+    # Two items were queued: the transition's execute joins the mailbox behind the update.
+    assert [(e.kind, e.item.get("work_item_id")) for e in history][:2] == [
+        (TRANSITIONED, on.work_item_id),
+        (EventKind.STATE_UPDATED, update.work_item_id),
+    ]
+    assert [e.kind for e in history[2:]] == [EXECUTED]
+    assert settled.state["note"] == "behind"
+    assert settled.active_states == ("flip", "flip.on")
+
+
+async def test_work_queued_during_the_step_makes_it_commit_without_its_chain(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store) as flou:
+        started = await flou.start("flip", instance_id="r", wait=WaitMode.SETTLED)
+        await asyncio.sleep(0.6)  # released: the transition below goes through the mailbox
+        late = WorkRecord("late-update", update_item("", {"note": "late"}))
+
+        def enqueue_elsewhere(instance_id: str) -> None:  # as another replica would
+            store.enqueue(instance_id, [late])
+
+        store.before_commit = enqueue_elsewhere
+        mark = len(store.commits)
+        answer = await flou.transition("r", "on")
+        settled = await flou.settle("r", timeout=10)
+        history = await flou.history("r", started.revision + 1)
+
+    assert answer.instance.revision == started.revision + 1
+    # The chained commit was refused (nothing recorded), then the step committed alone.
+    assert store.since(mark)[0] == [TRANSITIONED]
+    assert [(e.kind, e.item.get("work_item_id")) for e in history] == [
+        (TRANSITIONED, answer.work_item_id),
+        (EventKind.STATE_UPDATED, "late-update"),
+        (EXECUTED, history[2].item["work_item_id"]),
+    ]
+    assert settled.state["note"] == "late"
+
+
+async def test_a_chained_step_over_the_state_limit_is_left_to_the_worker(database_url):
+    async with runtime(Commits(open_store(database_url))) as probe:
+        await probe.start("nest", instance_id="p", wait=WaitMode.SETTLED)
+        entered = await probe.transition("p", "enter")
+    limit = json_size(entered.instance.state)  # `sub` queued fits; `sub` run, with `leaf`, not
+
+    store = Commits(open_store(database_url))
+    async with runtime(store, max_state_bytes=limit, retry_delay=0.01) as flou:
+        await flou.start("nest", instance_id="n", wait=WaitMode.SETTLED)
+        mark = len(store.commits)
+        answer = await flou.transition("n", "enter")
+        failed = await flou.settle("n", timeout=10)
+
+    assert [f["label"] for f in answer.fired] == ["enter"]
+    # The transition committed alone; the worker took the execute, which failed on the limit.
+    assert store.since(mark) == [[TRANSITIONED], [EventKind.FAILED]]
+    assert failed.errors[0].fqn == "nest.sub"
+    assert "max_state_bytes" in failed.errors[0].message

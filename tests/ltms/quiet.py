@@ -1,0 +1,58 @@
+"""States with no code of their own: their executes are pure, and chain to the step before.
+
+`Flip` is the benchmarks' ping-pong (`off --on--> on`, `on --off--> off`);
+`Nest` enters a sub-machine whose first state has no code either (two pure
+executes after the transition), or `busy`, whose `run` is user code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flou_grpc.engine import LTM
+
+
+class Off(LTM):
+    name = "off"
+
+
+class On(LTM):
+    name = "on"
+
+
+class Flip(LTM):
+    name = "flip"
+    init = [Off]
+    transitions = [
+        {"from": Off, "label": "on", "to": On},
+        {"from": On, "label": "off", "to": Off},
+    ]
+
+
+class Leaf(LTM):
+    name = "leaf"
+
+
+class Sub(LTM):
+    name = "sub"
+    init = [Leaf]
+
+
+class Busy(LTM):
+    name = "busy"
+
+    def run(self, **payload: Any) -> None:
+        self.update_state({"ran": payload})
+
+
+class Wait(LTM):
+    name = "wait"
+
+
+class Nest(LTM):
+    name = "nest"
+    init = [Wait]
+    transitions = [
+        {"from": Wait, "label": "enter", "to": Sub},
+        {"from": Wait, "label": "work", "to": Busy},
+    ]
