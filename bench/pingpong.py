@@ -1,7 +1,9 @@
 """The machine the benchmarks drive: `a --go--> b`, `b --back--> a`, and a `log` list.
 
-One external transition is two committed steps: the transition, then the
-execute of its target. `log` is the list AtomicAppend benchmarks append to.
+One external transition is two steps: the transition, then the execute of its
+target; neither state has a `run`, so the execute commits in the transition's
+transaction (chained), an event each. `log` is the list AtomicAppend
+benchmarks append to.
 The service benchmark's server loads this file (`FLOU_APP=bench/pingpong.py`).
 """
 

@@ -28,8 +28,9 @@ Measured, per backend:
    - Transition/s (wait PROCESSED, the default) with 1 caller on 1 instance
      and 32 callers on 32 instances (one each: an instance processes its
      mailbox in order, so a transition waits behind that instance's earlier
-     work). Each answered Transition is 2 committed steps: the target's
-     execute step left by the previous transition, then the transition;
+     work). Each answered Transition is 2 steps, the transition and its
+     target's execute, committed in one transaction (the execute is chained:
+     the target has no `run`);
    - AtomicAppend/s with 1 caller on 1 instance, 32 callers on 32 instances
      and 32 callers on ONE instance (target: >= 60% of the echo). Each append
      adds a value to the list and every answer carries the whole list, so

@@ -1,12 +1,13 @@
 """Durable transitions per second of the Runtime on SQLite and PostgreSQL, against raw SQL.
 
 The machine is a 2-state ping-pong LTM (`a --go--> b`, `b --back--> a`): each
-external transition is TWO committed steps, the transition itself and then the
-execute of its target, so steps/s = 2 x transitions/s. A "durable transition"
-is `Runtime.transition(..., wait=PROCESSED)` returning (its step is committed)
-before the driver sends the next one; the target's execute step runs behind it
-in the mailbox, and a timed window ends only once the driven instances have
-settled, so every step of every counted transition is inside the window.
+external transition is TWO steps, the transition itself and then the execute
+of its target, so steps/s = 2 x transitions/s. The target has no `run`, so
+its execute commits in the transition's transaction (chained: an event each).
+A "durable transition" is `Runtime.transition(..., wait=PROCESSED)` returning
+(its step is committed) before the driver sends the next one; a timed window
+ends only once the driven instances have settled, so every step of every
+counted transition is inside the window.
 Everything runs on the stores' durable defaults (SQLite WAL + synchronous
 FULL; PostgreSQL synchronous_commit on), in throwaway databases: a temporary
 SQLite file, a uniquely named PostgreSQL database dropped at the end.
@@ -20,12 +21,11 @@ figures taken moments apart on this noisy machine:
 3. the raw baseline: the same database writes, done as plain SQL through
    psycopg / sqlite3 on equivalent tables (created here, `raw_*`), without the
    engine, with the same drivers. Per transition it issues the minimal
-   transactions of what the store does: read the instance row; enqueue the
-   work item (lock the instance row, insert); claim (renew the lease, one
-   UPDATE); then per step (the transition, then the execute): read the first
-   work item and the instance, compare-and-set UPDATE of the document and
-   revision (fenced by the lease), insert the event row, delete the work item
-   (the transition step also inserts the execute item). Same JSON documents,
+   transaction of what the store does when the runtime holds the instance
+   (a lease taken once per instance) and the target runs no code: read the
+   revision, check that the mailbox is empty, compare-and-set UPDATE of the
+   document and revision (fenced by the lease), insert both steps' event
+   rows (the transition, then the execute). Same JSON documents,
    items, patches as the runtime writes (taken from its history), same
    pragmas on SQLite, one writer at a time per process on SQLite as the store
    does (a thread lock), autocommit off and a commit per transaction on
@@ -42,8 +42,8 @@ figures taken moments apart on this noisy machine:
    by driving it sequentially through the runtime for up to --age-seconds
    (pipelining with wait=ENQUEUED is no shortcut: a transition queued ahead
    of the previous target's execute step is rejected, its source not yet
-   active); what the budget does not reach is bulk-loaded: the event rows,
-   work-item churn and revision those transitions would leave, written into
+   active); what the budget does not reach is bulk-loaded: the event rows
+   and revision those transitions would leave, written into
    the store's tables through its engine (--no-bulk: start the late block
    where driving stopped). The output says how many were driven and loaded.
 
@@ -78,11 +78,11 @@ from typing import Any, Protocol
 import psycopg
 from pingpong import PingPong  # bench/ is the script's directory: on sys.path
 from serving import postgres_database
-from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy import event, insert, select, update
 
 from flou_grpc import Runtime, WaitMode
 from flou_grpc.engine.document import apply_patch
-from flou_grpc.store.schema import events, instances, work_items
+from flou_grpc.store.schema import events, instances
 
 INSTANCES = 64
 DRIVERS = 16
@@ -171,7 +171,6 @@ class Cycle:
 
     start_document: str
     steps: tuple[StepRows, StepRows, StepRows, StepRows]
-    work_items: tuple[str, str, str, str]  # the queued item of each step, as JSON
 
 
 def _dumps(value: Any) -> str:
@@ -190,7 +189,7 @@ def cycle_of(flou: Flou) -> Cycle:
     for past in history[:-4]:
         document = apply_patch(document, past.patch)
     start = document
-    steps, items = [], []
+    steps = []
     for step in history[-4:]:
         document = apply_patch(document, step.patch)
         steps.append(
@@ -202,21 +201,14 @@ def cycle_of(flou: Flou) -> Cycle:
                 _dumps(document),
             )
         )
-        queued = {k: v for k, v in step.item.items() if k != "work_item_id"}
-        items.append(_dumps(queued))
     assert document == start, (document, start)  # a full cycle comes back
     assert [s.kind for s in steps] == ["transitioned", "executed"] * 2, steps
-    return Cycle(
-        _dumps(start),
-        (steps[0], steps[1], steps[2], steps[3]),
-        (items[0], items[1], items[2], items[3]),
-    )
+    return Cycle(_dumps(start), (steps[0], steps[1], steps[2], steps[3]))
 
 
 @dataclass
 class RawCounts:
     statements: int = 0
-    read_transactions: int = 0
     write_transactions: int = 0
 
 
@@ -263,9 +255,6 @@ CREATE TABLE raw_events (
 
 # The statements: `?` is a parameter, `?j` a JSON one (jsonb on PostgreSQL), `{lock}`
 # FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already holds the write lock).
-_READ_INSTANCE = "SELECT machine, revision FROM raw_instances WHERE id = ?"
-_LOCK_INSTANCE = "SELECT id FROM raw_instances WHERE id = ?{lock}"
-_INSERT_WORK = "INSERT INTO raw_work_items (instance_id, id, item) VALUES (?, ?, ?j) RETURNING seq"
 _CLAIM = (
     "UPDATE raw_instances SET lease_owner = ?, lease_expiry = ? "
     "WHERE id = ? AND (lease_owner = '' OR lease_owner = ? OR lease_expiry <= ?)"
@@ -280,7 +269,6 @@ _INSERT_EVENT = (
     "INSERT INTO raw_events (instance_id, revision, kind, item, patch, fired, create_time, txn) "
     "VALUES (?, ?, ?, ?j, ?j, ?j, ?, ?)"
 )
-_DELETE_WORK = "DELETE FROM raw_work_items WHERE instance_id = ? AND id = ?"
 _CREATE = (
     "INSERT INTO raw_instances (id, machine, revision, document, create_time, update_time) "
     "VALUES (?, 'pingpong', 1, ?j, ?, ?)"
@@ -319,13 +307,6 @@ class RawSession:
             text = self._sql[statement] = _dialect(statement, self.postgres)
         return self.conn.execute(text, params)
 
-    def _read(self, statement: str, params: Sequence[Any]) -> Any:
-        self.counts.read_transactions += 1
-        row = self._execute(statement, params).fetchone()
-        if self.postgres:
-            self.conn.commit()  # sqlite3 in autocommit mode: the SELECT was its own transaction
-        return row
-
     def _write(self, body: Callable[[], Any]) -> Any:
         self.counts.write_transactions += 1
         if self.postgres:
@@ -355,40 +336,30 @@ class RawSession:
         self._write(body)
 
     def transition(self, instance: Driven) -> None:
+        if instance.sent == 0:  # the instance's lease, once: held from then on, as flou's worker
+            now = datetime.now(UTC)
+            expiry = self._time(now + timedelta(seconds=3600))
+            claim = (self.owner, expiry, instance.id, self.owner, self._time(now))
+            if self._write(lambda: self._execute(_CLAIM, claim).rowcount) != 1:
+                raise AssertionError(f"{instance.id}: the claim changed no row")
         first = 2 * (instance.sent % 2)  # the cycle's rows of this label: go 0-1, back 2-3
-        self._read(_READ_INSTANCE, (instance.id,))
-        item = self.cycle.work_items[first]
-
-        def enqueue() -> None:
-            self._execute(_LOCK_INSTANCE, (instance.id,)).fetchone()
-            self._execute(_INSERT_WORK, (instance.id, str(uuid.uuid4()), item)).fetchone()
-
-        self._write(enqueue)
-        now = datetime.now(UTC)
-        expiry = self._time(now + timedelta(seconds=30))
-        claim = (self.owner, expiry, instance.id, self.owner, self._time(now))
-        if self._write(lambda: self._execute(_CLAIM, claim).rowcount) != 1:
-            raise AssertionError(f"{instance.id}: the claim changed no row")
-        self._write(lambda: self._step(instance.id, first, self.cycle.work_items[first + 1]))
-        self._write(lambda: self._step(instance.id, first + 1, None))
+        self._write(lambda: self._steps(instance.id, first))
         instance.sent += 1
 
-    def _step(self, instance_id: str, index: int, queue: str | None) -> None:
-        rows = self.cycle.steps[index]
-        work = self._execute(_FIRST_WORK, (instance_id,)).fetchone()
+    def _steps(self, instance_id: str, first: int) -> None:
+        """The transition and its target's execute: one transaction, an event each."""
         revision = self._execute(_READ_DOCUMENT, (instance_id,)).fetchone()[0]
+        if self._execute(_FIRST_WORK, (instance_id,)).fetchone() is not None:
+            raise AssertionError(f"{instance_id}: work queued")  # nothing may go first
+        steps = self.cycle.steps[first : first + 2]
         now = self._now()
-        cas = (revision + 1, rows.document, now, instance_id, revision, self.owner)
+        cas = (revision + 2, steps[-1].document, now, instance_id, revision, self.owner)
         if self._execute(_CAS, cas).rowcount != 1:
             raise AssertionError(f"{instance_id}: compare-and-set changed no row")
-        txn = uuid.uuid4().hex
-        self._execute(
-            _INSERT_EVENT,
-            (instance_id, revision + 1, rows.kind, rows.item, rows.patch, rows.fired, now, txn),
-        )
-        self._execute(_DELETE_WORK, (instance_id, work[1]))
-        if queue is not None:
-            self._execute(_INSERT_WORK, (instance_id, str(uuid.uuid4()), queue)).fetchone()
+        for n, rows in enumerate(steps, 1):
+            txn = uuid.uuid4().hex if n == 1 else None
+            event = (rows.kind, rows.item, rows.patch, rows.fired, now, txn)
+            self._execute(_INSERT_EVENT, (instance_id, revision + n, *event))
 
     def settle(self, instance: Driven) -> None:
         """Nothing is ever pending: each raw transition commits both of its steps."""
@@ -519,11 +490,11 @@ def bulk_history(flou: Flou, instance: Driven, cycle: Cycle, transitions: int) -
     """Writes the rows `transitions` more (an even number) would leave in the store; seconds.
 
     In the store's own tables, through its engine, in one transaction per 1,000
-    transitions: each step's event row (the cycle's, revisions renumbered), the
-    work item each step consumed (inserted, then deleted: the seq counter and
-    the dead rows move as they would), the instance at the final revision (an
-    even number of transitions leaves the document as it is). The instance
-    must be settled.
+    transitions: each step's event row (the cycle's, revisions renumbered) and
+    the instance at the final revision (an even number of transitions leaves
+    the document as it is). No work item: a transition handed to the worker,
+    with its target's execute chained to it, never enters the mailbox. The
+    instance must be settled.
     """
     assert transitions % 2 == 0, transitions
     steps = [
@@ -535,7 +506,6 @@ def bulk_history(flou: Flou, instance: Driven, cycle: Cycle, transitions: int) -
         }
         for rows in cycle.steps
     ]
-    items = [json.loads(item) for item in cycle.work_items]
     store: Any = flou.runtime.core.store
     engine = store.engine
     began = time.perf_counter()
@@ -547,7 +517,7 @@ def bulk_history(flou: Flou, instance: Driven, cycle: Cycle, transitions: int) -
                 select(instances.c.revision).where(instances.c.id == instance.id)
             ).scalar_one()
             now = datetime.now(UTC)
-            event_rows, work_rows = [], []
+            event_rows = []
             for n in range(2 * chunk):
                 event_rows.append(
                     {
@@ -561,12 +531,7 @@ def bulk_history(flou: Flou, instance: Driven, cycle: Cycle, transitions: int) -
                         "txn": uuid.uuid4().hex,
                     }
                 )
-                work_rows.append(
-                    {"instance_id": instance.id, "id": str(uuid.uuid4()), "item": items[n % 4]}
-                )
-            conn.execute(insert(work_items), work_rows)
             conn.execute(insert(events), event_rows)
-            conn.execute(delete(work_items).where(work_items.c.instance_id == instance.id))
             moved = conn.execute(
                 update(instances)
                 .where(instances.c.id == instance.id, instances.c.revision == revision)
@@ -906,9 +871,7 @@ def report(results: Results, args: argparse.Namespace) -> None:
     rawc = results.raw_counts
     print(
         f"{b}, per transition, raw  (over {n} sequential): {rawc.statements / n:.2f} statements, "
-        f"{(rawc.read_transactions + rawc.write_transactions) / n:.2f} transactions, "
-        f"{(rawc.read_transactions + rawc.write_transactions) / n:.2f} commits "
-        f"({rawc.write_transactions / n:.2f} changed rows)"
+        f"{rawc.write_transactions / n:.2f} transactions, all commits that changed rows"
     )
     loaded = results.late_start - 10 - results.driven
     aged = f"{results.driven + 10:,} driven in {results.aging_seconds:.0f} s"
