@@ -53,6 +53,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import TextClause
 
 from flou_grpc.engine.document import Path
+from flou_grpc.store.base import EVENTS_CHANNEL
 from flou_grpc.store.schema import UtcDateTime, events, instances
 
 __all__ = ["PostgresDialect", "SqlDialect", "SqliteDialect", "dumps", "open_engine"]
@@ -116,7 +117,8 @@ class SqlDialect(ABC):
         Returns:
             The new revision, the list after the append and the length;
             None when no row changed (no such instance, or no list at
-            `path`): then no event was added either.
+            `path`): then no event was added either. Other processes hear of
+            the event (`notify`) once the transaction commits.
         """
 
     @abstractmethod
@@ -361,7 +363,8 @@ class PostgresDialect(SqlDialect):
             "create_time, txn) "
             "SELECT id, revision, :kind, :item, :patch, :fired, :error, :rejection, "
             ":request_id, :create_time, :txn FROM appended) "
-            "SELECT revision, items, size FROM appended"
+            # The notice goes out at commit.
+            f"SELECT revision, items, size, pg_notify('{EVENTS_CHANNEL}', id) FROM appended"
         )
         .bindparams(
             bindparam("path", type_=postgresql.ARRAY(Text)),
@@ -390,8 +393,9 @@ class PostgresDialect(SqlDialect):
     ) -> tuple[int, list[Any], int] | None:
         """`jsonb_set(document, path, (document #> path) || jsonb_build_array(value))`, guarded.
 
-        The event row is inserted by the same statement (a data-modifying
-        CTE): one round trip while the row lock is held.
+        The event row is inserted, and other processes notified, by the same
+        statement (a data-modifying CTE): one round trip while the row lock
+        is held.
         """
         row = conn.execute(
             self._APPEND,

@@ -875,7 +875,6 @@ class SqlStore:
             revision, items, size = appended
             if max_bytes is not None and size > max_bytes:  # rolls the transaction back
                 raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
-            self._notify(conn, instance_id, event=True, work=False)
             if dedup:
                 conn.execute(
                     _FILL_APPEND, {"b_key": dedup, "b_revision": revision, "b_result": items}

@@ -36,6 +36,25 @@ async def test_a_watcher_on_another_runtime_sees_events_at_once(postgres_url):
         await stream.aclose()
 
 
+async def test_a_watcher_on_another_runtime_sees_an_append_at_once(postgres_url):
+    async with (
+        AsyncRuntime(postgres_url, machines=[Door], poll_interval=60) as driver,
+        AsyncRuntime(postgres_url, machines=[Door], poll_interval=60) as watcher,
+    ):
+        door = await driver.start("door", wait=WaitMode.SETTLED)
+        stream = watcher.watch(door.id)
+        await anext(stream)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.3)  # it found nothing new and waits: only a notice wakes it
+        started = time.monotonic()
+        appended = await driver.atomic_append(door.id, "jobs", "far")
+        event = await asyncio.wait_for(waiting, timeout=5)
+        assert isinstance(event, Event)
+        assert (event.revision, event.kind) == (appended.revision, "appended")
+        assert time.monotonic() - started < 1.0
+        await stream.aclose()
+
+
 async def test_work_enqueued_by_another_runtime_is_claimed_at_once(postgres_url):
     async with (
         AsyncRuntime(postgres_url, machines=[Door], poll_interval=60) as worker,
