@@ -146,6 +146,27 @@ def _no_appends(fqn: str, key: str, value: Any) -> list[Any]:
     raise InternalError()
 
 
+def _pure_step(
+    hosted: Hosted, instance_id: str, document: JsonObject, item: WorkItem
+) -> tuple[EventKind, Step | None] | None:
+    """The step of a queued item of a pure machine; None if it would run code.
+
+    The step None: an execute whose node no longer needs it (the worker
+    discards such an item). Raises what the step raises (a transition that
+    cannot fire).
+    """
+    if isinstance(item, Transition):
+        return EventKind.TRANSITIONED, hosted.transition(instance_id, document, item)
+    if not isinstance(item, Execute):
+        return None  # an update comes from outside only; the worker takes it
+    execution = hosted.prepare(instance_id, document, item, _no_appends)
+    if execution is None:
+        return EventKind.EXECUTED, None
+    if execution.runs_code:
+        return None
+    return EventKind.EXECUTED, hosted.execute(instance_id, document, item, execution.effects)
+
+
 @dataclass(slots=True)
 class _Outcome:
     """What a processed work item answers to the caller waiting for it."""
@@ -1209,43 +1230,46 @@ class AsyncRuntime:
     ) -> tuple[JsonObject, list[WorkItem], list[EventRecord]]:
         """Takes now the steps of the work a step made, while what comes first runs no code.
 
-        An execute of a node with no `run` is pure: it can go in the same
-        transaction as the step that queued it, as the next revision, with
-        its own event, as if taken from the mailbox (`Store.commit`'s
-        `chained`). One transaction instead of two for a transition into a
-        state without code. Returns the document after the chained steps, the
-        work left to queue and their events. Anything unusual (code to run, a
-        limit, an error) stops the chain: that item queues, and the worker
-        takes it as usual.
+        The execute of a node with no `run`, and a transition its code queued,
+        are pure steps: they can go in the transaction of the step that queued
+        them, each at the next revision with its own event, as if taken from
+        the mailbox (`Store.commit`'s `chained`). A transition into a state
+        with no code is then one transaction, not two; a `run` that moves on
+        with `self.transition` commits with the move. Returns the document
+        after the chained steps, the work left to queue and their events.
+        Anything else (code to run, a rejected transition, a limit, an error)
+        ends the chain: that item queues, and the worker takes it as usual.
         """
         hosted = self.registry.get(instance.machine)
         document, queued, chained = step.document, list(step.work), list[EventRecord]()
         if hosted.user_code_in_steps:
             return document, queued, chained
-        while queued and isinstance(item := queued[0], Execute) and len(chained) < _CHAIN_LIMIT:
+        while queued and len(chained) < _CHAIN_LIMIT:
+            item = queued[0]
             try:
-                execution = hosted.prepare(instance.id, document, item, _no_appends)
-                if execution is not None and execution.runs_code:
-                    break
-                if execution is not None:
-                    executed = hosted.execute(instance.id, document, item, execution.effects)
-                    self._check_size(executed.document)
+                taken = _pure_step(hosted, instance.id, document, item)
+                if taken is not None and taken[1] is not None:
+                    self._check_size(taken[1].document)
             except Exception:  # the worker takes it again, and reports it
                 break
+            if taken is None:
+                break
             del queued[0]
-            if execution is None:  # no longer queued: discarded, as the worker would
+            kind, taken_step = taken
+            if taken_step is None:  # an execute no longer needed: discarded, as the worker would
                 continue
             chained.append(
                 EventRecord(
                     instance.id,
                     0,
-                    EventKind.EXECUTED,
+                    kind,
                     {"work_item_id": _new_id(), **to_json(item)},
-                    executed.patch,
+                    taken_step.patch,
+                    fired=_fired_json(taken_step.fired),
                 )
             )
-            document = executed.document
-            queued += executed.work
+            document = taken_step.document
+            queued += taken_step.work
         return document, queued, chained
 
     async def _reject(
@@ -1308,7 +1332,8 @@ class AsyncRuntime:
                 result = await loop.run_in_executor(self._user_threads, execution.run)
                 if inspect.isawaitable(result):
                     await result
-            after = await self._apply(instance, hosted, work, item, execution.effects)
+            last = snapshot.pending == 1  # nothing queued behind it: chain what it makes
+            after = await self._apply(instance, hosted, work, item, execution.effects, last)
         except (LeaseLostError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the user's code, or what it queued, failed
@@ -1317,19 +1342,26 @@ class AsyncRuntime:
         return after
 
     async def _apply(
-        self, read: InstanceRecord, hosted: Hosted, work: WorkRecord, item: Execute, effects: Any
+        self,
+        read: InstanceRecord,
+        hosted: Hosted,
+        work: WorkRecord,
+        item: Execute,
+        effects: Any,
+        chain: bool = False,
     ) -> Snapshot:
         """Applies a run's effects to the document it read; to the latest if that moved on.
 
         Only atomic appends commit while a run runs (the mailbox serializes the
         rest), so the compare-and-set nearly always holds on the first try.
+        `chain`: as `_commit`'s.
         """
         latest = read
         while True:
             step = hosted.execute(latest.id, latest.document, item, effects)
             self._check_size(step.document)  # too big: the run failed (retried, then error)
             try:
-                return await self._commit(latest, step, EventKind.EXECUTED, work)
+                return await self._commit(latest, step, EventKind.EXECUTED, work, chain=chain)
             except RevisionConflictError:  # an append committed meanwhile: apply to its result
                 latest = await self._db(self.store.instance, latest.id)
 

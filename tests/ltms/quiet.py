@@ -2,7 +2,9 @@
 
 `Flip` is the benchmarks' ping-pong (`off --on--> on`, `on --off--> off`);
 `Nest` enters a sub-machine whose first state has no code either (two pure
-executes after the transition), or `busy`, whose `run` is user code.
+executes after the transition), or `busy`, whose `run` is user code. In
+`Auto`, `kick`'s code moves on by itself (`self.transition`) to `rest`, which
+has none; `stray`'s code sends a label nothing fires on.
 """
 
 from __future__ import annotations
@@ -55,4 +57,32 @@ class Nest(LTM):
     transitions = [
         {"from": Wait, "label": "enter", "to": Sub},
         {"from": Wait, "label": "work", "to": Busy},
+    ]
+
+
+class Kick(LTM):
+    name = "kick"
+
+    def run(self, **payload: Any) -> None:
+        self.transition("next", payload={"from": "kick"})
+
+
+class Rest(LTM):
+    name = "rest"
+
+
+class Stray(LTM):
+    name = "stray"
+
+    def run(self, **payload: Any) -> None:
+        self.transition("nowhere")
+
+
+class Auto(LTM):
+    name = "auto"
+    init = [Kick]
+    transitions = [
+        {"from": Kick, "label": "next", "to": Rest},
+        {"from": Rest, "label": "again", "to": Kick},
+        {"from": Rest, "label": "stray", "to": Stray},
     ]

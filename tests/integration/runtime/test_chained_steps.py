@@ -20,7 +20,7 @@ from flou_grpc.runtime import EventKind, Instance
 from flou_grpc.runtime.stores import open_store
 from flou_grpc.store.base import Store
 from flou_grpc.store.records import Snapshot, WorkRecord
-from tests.ltms.quiet import Flip, Nest
+from tests.ltms.quiet import Auto, Flip, Nest
 
 TRANSITIONED, EXECUTED = EventKind.TRANSITIONED, EventKind.EXECUTED
 
@@ -50,7 +50,7 @@ class Commits:
 
 
 def runtime(store: Commits, **options: Any) -> AsyncRuntime:
-    return AsyncRuntime(store=store, machines=[Flip, Nest], poll_interval=60, **options)  # type: ignore[arg-type]
+    return AsyncRuntime(store=store, machines=[Flip, Nest, Auto], poll_interval=60, **options)  # type: ignore[arg-type]
 
 
 async def test_a_transition_into_a_state_with_no_code_is_one_commit(database_url):
@@ -199,3 +199,40 @@ async def test_a_chained_step_over_the_state_limit_is_left_to_the_worker(databas
     assert store.since(mark) == [[TRANSITIONED], [EventKind.FAILED]]
     assert failed.errors[0].fqn == "nest.sub"
     assert "max_state_bytes" in failed.errors[0].message
+
+
+async def test_a_transition_queued_by_code_commits_with_the_run(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store) as flou:
+        mark = len(store.commits)
+        started = await flou.start("auto", instance_id="a", wait=WaitMode.SETTLED)
+        at_start = store.since(mark)
+        mark = len(store.commits)
+        await flou.transition("a", "again")
+        again = await flou.settle("a", timeout=10)
+        history = await flou.history("a", started.revision + 1)
+
+    # The root's execute, then kick's run with the move it made and rest's execute.
+    assert at_start == [[EXECUTED], [EXECUTED, TRANSITIONED, EXECUTED]]
+    # `again` enters kick, whose code runs on its own: then as at the start.
+    assert store.since(mark) == [[TRANSITIONED], [EXECUTED, TRANSITIONED, EXECUTED]]
+    assert started.active_states == ("auto", "auto.rest")
+    assert again.active_states == ("auto", "auto.rest")
+    moved = [e for e in history if e.kind == TRANSITIONED and e.item["label"] == "next"]
+    assert [f["label"] for f in moved[0].fired] == ["next"]
+    assert moved[0].item["payload"] == {"from": "kick"}
+
+
+async def test_a_transition_queued_by_code_that_cannot_fire_is_rejected_in_turn(database_url):
+    store = Commits(open_store(database_url))
+    async with runtime(store) as flou:
+        await flou.start("auto", instance_id="s", wait=WaitMode.SETTLED)
+        mark = len(store.commits)
+        await flou.transition("s", "stray")
+        settled = await flou.settle("s", timeout=10)
+        history = await flou.history("s")
+
+    assert store.since(mark) == [[TRANSITIONED], [EXECUTED], [EventKind.REJECTED]]
+    assert history[-1].rejection is not None
+    assert history[-1].item["label"] == "nowhere"
+    assert settled.active_states == ("auto", "auto.stray")
