@@ -291,37 +291,46 @@ _EVENT_FIELDS += ("request_id", "create_time", "txn")
 
 
 @functools.cache
-def _commit_with_writes(fenced: bool, done: bool, resolved: bool) -> Any:
+def _commit_with_writes(fenced: bool, done: bool, resolved: bool, chained: int = 0) -> Any:
     """A step's writes but new work, in one statement (`e_*` parameters: the event's columns).
 
-    The compare-and-set (fenced by the lease owner), the insert of its event,
-    and with `done` the delete of the done item (column `done_seq`: NULL when
-    it was not there) and, with `resolved`, of its kept error. The deletes run
-    even when the compare-and-set matched nothing: the store then raises, and
-    the transaction rolls back.
+    The compare-and-set (fenced by the lease owner), the insert of its event
+    (and of `chained` more, parameters `e1_*`, `e2_*`...), and with `done` the
+    delete of the done item (column `done_seq`: NULL when it was not there)
+    and, with `resolved`, of its kept error. The deletes run even when the
+    compare-and-set matched nothing: the store then raises, and the
+    transaction rolls back.
     """
     compare_and_set = _COMMIT_FENCED if fenced else _COMMIT
     committed = compare_and_set.returning(instances.c.id, instances.c.revision).cte("committed")
-    event = (
+    ctes = [
         insert(events)
         .from_select(
             ["instance_id", "revision", *_EVENT_FIELDS],
             select(
                 committed.c.id,
-                bindparam("e_revision", type_=events.c.revision.type),  # chained ones follow
-                *(bindparam(f"e_{name}", type_=events.c[name].type) for name in _EVENT_FIELDS),
+                bindparam(f"{prefix}revision", type_=events.c.revision.type),
+                *(
+                    bindparam(f"{prefix}{name}", type_=events.c[name].type)
+                    for name in _EVENT_FIELDS
+                ),
             ),
         )
-        .cte("event")
-    )
+        .cte(f"event{n}")
+        for n, prefix in enumerate(_event_prefixes(chained))
+    ]
     columns = [committed.c.machine, committed.c.create_time]
-    ctes = [event]
     if done:
         gone = _DELETE_WORK.cte("done")
         columns.append(select(gone.c.seq).scalar_subquery().label("done_seq"))
         if resolved:
             ctes.append(_DELETE_ERROR.cte("resolved"))
     return select(*columns).add_cte(*ctes)
+
+
+def _event_prefixes(chained: int) -> list[str]:
+    """The parameter prefixes of a step's event and its `chained` ones."""
+    return ["e_", *(f"e{n}_" for n in range(1, chained + 1))]
 
 
 def _after_commit_notifying(*channels: str) -> Any:
@@ -356,6 +365,25 @@ _ENQUEUE_ONE = (
 _AFTER_COMMIT_NOTIFYING = {
     False: _after_commit_notifying(EVENTS_CHANNEL),
     True: _after_commit_notifying(EVENTS_CHANNEL, WORK_CHANNEL),
+}
+
+
+def _alone_notifying(*channels: str) -> Any:
+    """Whether work is queued and errors kept, sending `pg_notify(channel, :id)` for each.
+
+    For a step that must find the mailbox empty: then its new work is the
+    whole mailbox, and the snapshot needs no read.
+    """
+    return select(
+        exists().where(work_items.c.instance_id == bindparam("id")).label("queued"),
+        exists().where(errors.c.instance_id == bindparam("id")).label("failed"),
+        *(func.pg_notify(literal(channel), bindparam("id")) for channel in channels),
+    )
+
+
+_ALONE_NOTIFYING = {
+    False: _alone_notifying(EVENTS_CHANNEL),
+    True: _alone_notifying(EVENTS_CHANNEL, WORK_CHANNEL),
 }
 
 _SELECT_REQUEST = select(requests).where(requests.c.request_id == bindparam("id"))
@@ -691,10 +719,13 @@ class SqlStore:
         """
         if row is None:
             row = conn.execute(_AFTER_COMMIT, {"id": record.id, "after": after}).one()
-        kept: tuple[ErrorRecord, ...] = ()
-        if row.failed:  # rare: read them only then
-            kept = tuple(_error(e) for e in conn.execute(_SELECT_ERRORS, {"id": record.id}))
+        kept = SqlStore._errors(conn, record.id) if row.failed else ()  # rare: read only then
         return Snapshot(record, _next_work(row), row.pending, kept)
+
+    @staticmethod
+    def _errors(conn: Connection, instance_id: str) -> tuple[ErrorRecord, ...]:
+        """The kept errors of an instance, first recorded first."""
+        return tuple(_error(e) for e in conn.execute(_SELECT_ERRORS, {"id": instance_id}))
 
     def discard(self, instance_id: str, work_item_id: str) -> None:
         """Removes a work item that needs no step (its node is no longer queued)."""
@@ -747,14 +778,22 @@ class SqlStore:
             "b_owner": owner,
         }
 
-        ctes = self._dialect.dml_ctes  # the event goes in the compare-and-set's statement
-        event_params = (
-            {f"e_{k}": v for k, v in self._event_row(event, token).items()} if ctes else {}
-        )
-        later = [  # the first event's token alone tells a retry that the commit happened
-            {**self._event_row(e, ""), "txn": None, "instance_id": instance_id, "revision": r}
-            for r, e in enumerate(chained, revision + 2)
+        ctes = self._dialect.dml_ctes  # the events go in the compare-and-set's statement
+        rows = [  # the first event's token alone tells a retry that the commit happened
+            {**self._event_row(e, token if n == 0 else ""), "revision": revision + 1 + n}
+            for n, e in enumerate((event, *chained))
         ]
+        for row in rows[1:]:
+            row["txn"] = None
+        event_params = (
+            {
+                f"{prefix}{k}": v
+                for prefix, row in zip(_event_prefixes(len(chained)), rows, strict=True)
+                for k, v in row.items()
+            }
+            if ctes
+            else {}
+        )
 
         def record(machine: str, create_time: datetime) -> InstanceRecord:
             return InstanceRecord(
@@ -768,9 +807,8 @@ class SqlStore:
                     return self._snapshot(conn, record(current.machine, current.create_time))
             resolved = done is not None and event.kind != "failed"  # its kept error goes
             if ctes:
-                writes = _commit_with_writes(bool(owner), done is not None, resolved)
-                values = {**params, **event_params, "e_revision": revision + 1, "b_work_id": done}
-                row = conn.execute(writes, values).first()
+                writes = _commit_with_writes(bool(owner), done is not None, resolved, len(chained))
+                row = conn.execute(writes, {**params, **event_params, "b_work_id": done}).first()
             else:
                 row = conn.execute(statement, params).first()
             if row is None:
@@ -788,14 +826,21 @@ class SqlStore:
                 done_seq = removed
                 if resolved and not ctes:
                     conn.execute(_DELETE_ERROR, {"b_id": instance_id, "b_work_id": done})
+            after = record(row.machine, row.create_time)
             # The compare-and-set holds the row, which enqueues lock first: a statement
             # from now on sees every item enqueued before, and none can come in.
+            if (alone or chained) and ctes:  # the check, the notices, and no snapshot read
+                check = conn.execute(_ALONE_NOTIFYING[bool(work)], {"id": instance_id}).one()
+                if check.queued:
+                    raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
+                queued = self._insert_work(conn, instance_id, work)  # the whole mailbox
+                kept = self._errors(conn, instance_id) if check.failed else ()
+                return Snapshot(after, queued[0] if queued else None, len(queued), kept)
             if (alone or chained) and conn.execute(_ANY_WORK, {"id": instance_id}).first():
-                raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
-            if later:
-                conn.execute(_INSERT_EVENT, later)
+                raise MailboxNotEmptyError(instance_id)
+            if chained:
+                conn.execute(_INSERT_EVENT, [{**r, "instance_id": instance_id} for r in rows[1:]])
             self._insert_work(conn, instance_id, work)
-            after = record(row.machine, row.create_time)
             if ctes:  # the notices go with the snapshot's read
                 query = _AFTER_COMMIT_NOTIFYING[bool(work)]
                 read = conn.execute(query, {"id": instance_id, "after": done_seq}).one()

@@ -312,6 +312,29 @@ def test_commit_with_chained_steps_gives_each_its_own_revision(store):
     assert [w.id for w in store.pending("i-1")] == ["w-9"]
 
 
+@pytest.mark.parametrize("chained", [0, 2])
+def test_a_step_taken_alone_answers_its_work_and_the_kept_errors(store, chained):
+    make(store, work_ids=())
+    store.put_error("i-1", failure("w-0"))
+
+    snapshot = store.commit(
+        "i-1",
+        1,
+        {"log": [1]},
+        step(),
+        None,
+        [work("w-5"), work("w-6")],
+        alone=True,
+        chained=[step()] * chained,
+    )
+
+    assert snapshot == store.head("i-1")
+    assert (snapshot.instance.revision, snapshot.pending) == (2 + chained, 2)
+    assert snapshot.next is not None
+    assert snapshot.next.id == "w-5"
+    assert snapshot.errors == (failure("w-0"),)
+
+
 @pytest.mark.parametrize("done", ["w-1", None])
 def test_a_chain_is_refused_while_other_work_is_queued(store, done):
     make(store, work_ids=("w-1", "w-2"))
