@@ -1216,8 +1216,8 @@ class AsyncRuntime:
             return await self._commit(instance, step, kind, work, fired=fired, error=error)
         self._remember(after.instance)
         self.observer.step_committed(kind)
-        for _ in chained:
-            self.observer.step_committed(EventKind.EXECUTED)
+        for chained_event in chained:
+            self.observer.step_committed(chained_event.kind)
         committed = (event, *chained)
         self._changed(
             instance.id,

@@ -17,6 +17,7 @@ from flou_grpc import AsyncRuntime, WaitMode
 from flou_grpc.engine.document import apply_patch, json_size
 from flou_grpc.engine.requests import update_item
 from flou_grpc.runtime import EventKind, Instance
+from flou_grpc.runtime.observer import Observer
 from flou_grpc.runtime.stores import open_store
 from flou_grpc.store.base import Store
 from flou_grpc.store.records import Snapshot, WorkRecord
@@ -236,3 +237,22 @@ async def test_a_transition_queued_by_code_that_cannot_fire_is_rejected_in_turn(
     assert history[-1].rejection is not None
     assert history[-1].item["label"] == "nowhere"
     assert settled.active_states == ("auto", "auto.stray")
+
+
+class Kinds(Observer):
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def step_committed(self, kind: str) -> None:
+        self.kinds.append(kind)
+
+
+async def test_each_chained_step_is_counted_as_its_kind(database_url):
+    observer = Kinds()
+    async with runtime(Commits(open_store(database_url)), observer=observer) as flou:
+        await flou.start("auto", instance_id="k", wait=WaitMode.SETTLED)
+        history = await flou.history("k")
+
+    stepped = [e.kind for e in history if e.kind != EventKind.STARTED]
+    assert sorted(observer.kinds) == sorted(stepped)
+    assert TRANSITIONED in observer.kinds
