@@ -583,8 +583,9 @@ def _kind(statement: str) -> str:
         table = _outer_from(flat).split(" ", 1)[0]
         if "LEFT OUTER JOIN" in _outer_from(flat):
             table += " + mailbox (snapshot)"
-        elif flat.startswith("SELECT EXISTS (SELECT") and "pg_notify" in flat:
-            table = "mailbox + errors empty? + pg_notify (step alone)"
+        elif flat.startswith("SELECT EXISTS (SELECT"):
+            notify = " + pg_notify" if "pg_notify" in flat else ""
+            table = f"mailbox + errors empty?{notify} (step alone)"
         elif "EXISTS (SELECT" in flat:
             table += " (claimable)"
         if "FOR UPDATE" in flat:

@@ -270,7 +270,6 @@ _DELETE_WORK = (
     .returning(work_items.c.seq)
 )
 
-_ANY_WORK = select(work_items.c.seq).where(work_items.c.instance_id == bindparam("id")).limit(1)
 _HEAD = _snapshot_query(*_INSTANCE_COLUMNS)
 _AFTER_COMMIT = _snapshot_query()
 
@@ -381,6 +380,7 @@ def _alone_notifying(*channels: str) -> Any:
     )
 
 
+_ALONE = _alone_notifying()
 _ALONE_NOTIFYING = {
     False: _alone_notifying(EVENTS_CHANNEL),
     True: _alone_notifying(EVENTS_CHANNEL, WORK_CHANNEL),
@@ -814,8 +814,8 @@ class SqlStore:
             if row is None:
                 raise self._commit_failure(conn, instance_id, revision, owner)
             done_seq = 0
-            if not ctes:
-                self._insert_event(conn, event, instance_id, revision + 1, token)
+            if not ctes:  # the step's event and the chained ones, in one executemany
+                conn.execute(_INSERT_EVENT, [{**r, "instance_id": instance_id} for r in rows])
             if done is not None:
                 removed = row.done_seq if ctes else self._remove_work(conn, instance_id, done)
                 if removed is None:
@@ -829,17 +829,16 @@ class SqlStore:
             after = record(row.machine, row.create_time)
             # The compare-and-set holds the row, which enqueues lock first: a statement
             # from now on sees every item enqueued before, and none can come in.
-            if (alone or chained) and ctes:  # the check, the notices, and no snapshot read
-                check = conn.execute(_ALONE_NOTIFYING[bool(work)], {"id": instance_id}).one()
+            if alone or chained:  # the mailbox must be empty: then its new work is all of it
+                check_query = _ALONE_NOTIFYING[bool(work)] if ctes else _ALONE
+                check = conn.execute(check_query, {"id": instance_id}).one()
                 if check.queued:
                     raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
-                queued = self._insert_work(conn, instance_id, work)  # the whole mailbox
+                queued = self._insert_work(conn, instance_id, work)
+                if not ctes:
+                    self._notify(conn, instance_id, event=True, work=bool(work))
                 kept = self._errors(conn, instance_id) if check.failed else ()
                 return Snapshot(after, queued[0] if queued else None, len(queued), kept)
-            if (alone or chained) and conn.execute(_ANY_WORK, {"id": instance_id}).first():
-                raise MailboxNotEmptyError(instance_id)
-            if chained:
-                conn.execute(_INSERT_EVENT, [{**r, "instance_id": instance_id} for r in rows[1:]])
             self._insert_work(conn, instance_id, work)
             if ctes:  # the notices go with the snapshot's read
                 query = _AFTER_COMMIT_NOTIFYING[bool(work)]
