@@ -211,13 +211,16 @@ class AsyncRuntime:
         max_retry_delay: The longest backoff.
         lease_seconds: How long a claimed instance stays this runtime's
             without renewal (renewed every `poll_interval`).
-        max_workers: How many instances this runtime works on at once.
+        max_workers: How many instances this runtime works on at once. An
+            instance it starts is leased to it at birth, and worked on with no
+            claim, while one of these is free.
         poll_interval: How often, in seconds, to look for work committed by
             other runtimes sharing the database, and to renew leases. None: 5 s
             where the store notifies changes (PostgreSQL LISTEN/NOTIFY), else 1 s.
         linger: How long, in seconds, a worker keeps the lease of an instance
             whose mailbox it emptied, waiting for more work (at most a quarter
-            of `lease_seconds`). The next event then needs no claim.
+            of `lease_seconds`). The next event then needs no claim. When all
+            `max_workers` are taken, lingering workers give their slots up.
         user_threads: The threads that run sync `run` methods (a bounded pool
             of their own, apart from the store's calls).
         store_threads: The threads that make the store's calls (each holds
@@ -263,6 +266,9 @@ class AsyncRuntime:
         """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._nudges: dict[str, asyncio.Event] = {}
+        self._lingering: dict[str, bool] = {}
+        """Instances whose worker has nothing to do and lingers, oldest first; True once
+        asked to go (`_make_room`)."""
         self._handoffs: dict[str, tuple[WorkRecord, asyncio.Future[bool]]] = {}
         """Items handed to a worker without the mailbox, with their fate: True once
         committed or queued, False if dropped (`_hand_over`)."""
@@ -385,6 +391,8 @@ class AsyncRuntime:
             step = await self._step(hosted, hosted.start, new_id, owned)
             now = utcnow()
             work = [WorkRecord(_new_id(), item) for item in step.work]
+            # A worker slot is free: the instance is born leased to us, and worked on at once.
+            keep = bool(work) and not self._closed and len(self._workers) < self.max_workers
             created = await self._db(
                 self.store.create,
                 InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
@@ -398,17 +406,23 @@ class AsyncRuntime:
                     create_time=now,
                 ),
                 work,
+                self.owner if keep else "",
+                self.lease_seconds,
             )
             self._remember(created)
             self._changed(new_id)
-            self._kick()
+            first = work[0] if work else None
+            if keep and new_id not in self._workers:  # no claim, no first read
+                self._ensure_dispatcher()
+                self._start_worker(new_id, Snapshot(created, first, len(work), ()))
+            else:
+                self._kick()
             if wait is WaitMode.SETTLED:
                 try:
                     view = await self.settle(new_id, timeout)
                 except TimeoutError:
                     raise DeadlineExceededError(True, new_id) from None
             else:  # as the create left it: no read needed
-                first = work[0] if work else None
                 view = _view(self.registry, Snapshot(created, first, len(work), ()))
             return {"instance_id": new_id}, view
 
@@ -969,6 +983,8 @@ class AsyncRuntime:
             self._wake.clear()
             try:
                 free = self.max_workers - len(self._workers)
+                if free <= 0:
+                    self._make_room()
                 claimed = (
                     await self._db(self.store.claim, self.owner, self.lease_seconds, free)
                     if free > 0
@@ -978,10 +994,10 @@ class AsyncRuntime:
                 _log.exception("claiming work failed; trying again")
                 claimed = []
             for instance_id in claimed:
-                if not self._nudge(instance_id):
-                    self._workers[instance_id] = asyncio.get_running_loop().create_task(
-                        self._work(instance_id), name=f"flou-worker:{instance_id}"
-                    )
+                if instance_id in self._workers:  # renewed: its worker looks again
+                    self._nudge(instance_id)
+                else:
+                    self._start_worker(instance_id)
             try:
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
@@ -1042,17 +1058,30 @@ class AsyncRuntime:
         else:
             future.set_result(outcome)
 
-    async def _work(self, instance_id: str) -> None:
+    def _start_worker(self, instance_id: str, snapshot: Snapshot | None = None) -> None:
+        """Starts the worker of an instance this runtime holds the lease of.
+
+        Its nudge exists from now on, before the task first runs: what comes
+        meanwhile wakes it.
+        """
+        self._nudges[instance_id] = asyncio.Event()
+        self._workers[instance_id] = asyncio.get_running_loop().create_task(
+            self._work(instance_id, snapshot), name=f"flou-worker:{instance_id}"
+        )
+
+    async def _work(self, instance_id: str, snapshot: Snapshot | None = None) -> None:
         """Works through one claimed instance's mailbox, then keeps it for `linger` seconds.
 
         Holding the lease a while longer spares the next burst a claim and a
         release: a caller driving the instance step by step finds its worker
         still there. New work wakes the worker through `_nudge` (an enqueue
         here, a notification from another runtime, a claim that found it).
+        `snapshot`: the instance as known (just created), else read first.
         """
-        nudged = self._nudges[instance_id] = asyncio.Event()
+        nudged = self._nudges[instance_id]
         try:
-            snapshot = await self._db(self.store.head, instance_id)
+            if snapshot is None:
+                snapshot = await self._db(self.store.head, instance_id)
             while not self._closed:
                 self._pending[instance_id] = snapshot.pending
                 work = snapshot.next
@@ -1072,15 +1101,18 @@ class AsyncRuntime:
                         snapshot = after
                         continue
                 else:
+                    self._lingering[instance_id] = False
                     try:
                         async with asyncio.timeout(self.linger):
                             await nudged.wait()
                     except TimeoutError:
                         pass
+                    finally:
+                        evicted = self._lingering.pop(instance_id, False)
                     if instance_id in self._handoffs:
                         continue  # taken above, on this snapshot: no read needed
-                    if not nudged.is_set():
-                        break  # lingered long enough
+                    if evicted or not nudged.is_set():
+                        break  # lingered long enough, or its slot is needed
                 nudged.clear()
                 snapshot = await self._db(self.store.head, instance_id)
             await self._db(self.store.release, self.owner, instance_id)
@@ -1099,6 +1131,18 @@ class AsyncRuntime:
             self._changed(instance_id)
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
+
+    def _make_room(self) -> None:
+        """Every worker slot is taken: lingering workers go, and free theirs.
+
+        A worker lingers to spare its instance's next event a claim; work
+        that waits for a slot comes first. An evicted worker releases its
+        lease, and its exit wakes the dispatcher to claim again.
+        """
+        for instance_id, evicted in self._lingering.items():
+            if not evicted:
+                self._lingering[instance_id] = True
+                self._nudge(instance_id)
 
     def _nudge(self, instance_id: str) -> bool:
         """Wakes this runtime's worker of the instance, if it has one."""

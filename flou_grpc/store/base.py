@@ -62,9 +62,17 @@ class Store(Protocol):
     """Persistence of instances, mailboxes, history, errors and request records."""
 
     def create(
-        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+        self,
+        instance: InstanceRecord,
+        event: EventRecord,
+        work: Sequence[WorkRecord],
+        owner: str = "",
+        lease_seconds: float = 0.0,
     ) -> InstanceRecord:
         """Stores a new instance at revision 1, its start event (revision 1) and first work.
+
+        With `owner`, the instance starts leased to it for `lease_seconds`:
+        its creator works on it at once, with no claim (`claim`).
 
         Raises:
             InstanceAlreadyExistsError: The id is taken.

@@ -60,9 +60,16 @@ class MemoryStore:
     # --- instances ----------------------------------------------------------------------
 
     def create(
-        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+        self,
+        instance: InstanceRecord,
+        event: EventRecord,
+        work: Sequence[WorkRecord],
+        owner: str = "",
+        lease_seconds: float = 0.0,
     ) -> InstanceRecord:
         """Stores a new instance at revision 1 with its start event and first work.
+
+        With `owner`, leased to it for `lease_seconds`.
 
         Raises:
             InstanceAlreadyExistsError: The id is taken.
@@ -70,6 +77,8 @@ class MemoryStore:
         with self._lock:
             if instance.id in self._instances:
                 raise InstanceAlreadyExistsError(instance.id)
+            if owner:
+                self._leases[instance.id] = (owner, time.monotonic() + lease_seconds)
             record = replace(instance, revision=1)
             self._instances[instance.id] = record
             self._events[instance.id] = [replace(event, revision=1)]

@@ -606,16 +606,25 @@ class SqlStore:
     # --- instances ----------------------------------------------------------------------
 
     def create(
-        self, instance: InstanceRecord, event: EventRecord, work: Sequence[WorkRecord]
+        self,
+        instance: InstanceRecord,
+        event: EventRecord,
+        work: Sequence[WorkRecord],
+        owner: str = "",
+        lease_seconds: float = 0.0,
     ) -> InstanceRecord:
         """Stores a new instance at revision 1, its start event (revision 1) and first work.
+
+        With `owner`, the instance starts leased to it for `lease_seconds`;
+        other processes are not told of its work then (none of them may
+        claim it).
 
         Raises:
             InstanceAlreadyExistsError: The id is taken.
         """
         record = replace(instance, revision=1)
         token = _token()
-        row = {
+        row: dict[str, Any] = {
             "id": record.id,
             "machine": record.machine,
             "revision": 1,
@@ -623,6 +632,9 @@ class SqlStore:
             "create_time": record.create_time,
             "update_time": record.update_time,
         }
+        if owner:
+            row["lease_owner"] = owner
+            row["lease_expiry"] = utcnow() + timedelta(seconds=lease_seconds)
 
         def body(conn: Connection, attempt: int) -> InstanceRecord:
             if conn.execute(self._create_instance, row).first() is None:
@@ -631,7 +643,7 @@ class SqlStore:
                 raise InstanceAlreadyExistsError(record.id)
             self._insert_event(conn, event, record.id, 1, token)
             self._insert_work(conn, record.id, work)
-            self._notify(conn, record.id, event=True, work=bool(work))
+            self._notify(conn, record.id, event=True, work=bool(work) and not owner)
             return record
 
         return self._run("create", body)

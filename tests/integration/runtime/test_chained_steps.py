@@ -256,3 +256,61 @@ async def test_each_chained_step_is_counted_as_its_kind(database_url):
     stepped = [e.kind for e in history if e.kind != EventKind.STARTED]
     assert sorted(observer.kinds) == sorted(stepped)
     assert TRANSITIONED in observer.kinds
+
+
+class Claims:
+    """A real store that records what its claims and head reads returned."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.claimed: list[str] = []
+        self.heads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        claimed: list[str] = self._store.claim(owner, lease_seconds, limit)
+        self.claimed += claimed
+        return claimed
+
+    def head(self, instance_id: str) -> Snapshot:
+        self.heads.append(instance_id)
+        return self._store.head(instance_id)
+
+
+async def test_a_started_instance_is_worked_on_with_no_claim_and_no_read(database_url):
+    store = Claims(open_store(database_url))
+    async with AsyncRuntime(store=store, machines=[Nest], poll_interval=60) as flou:  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # the dispatcher's first look: done, and then it waits
+        started = await flou.start("nest", instance_id="born")
+        async with asyncio.timeout(5):  # read as `instance`: only the worker reads a head
+            while (await asyncio.to_thread(store.instance, "born")).revision < 3:
+                await asyncio.sleep(0.01)
+        history = await flou.history("born")
+        claimed, heads = list(store.claimed), list(store.heads)  # closing wakes the worker
+
+    assert started.revision == 1
+    # The root's execute, with its first state's chained: the worker's one step.
+    assert [(e.revision, e.kind) for e in history] == [
+        (1, EventKind.STARTED),
+        (2, EXECUTED),
+        (3, EXECUTED),
+    ]
+    assert "born" not in claimed
+    assert "born" not in heads
+
+
+async def test_with_no_worker_slot_free_a_lingering_worker_makes_room(database_url):
+    store = Claims(open_store(database_url))
+    options = {"poll_interval": 60, "max_workers": 1, "linger": 5}
+    async with AsyncRuntime(store=store, machines=[Nest], **options) as flou:  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # the dispatcher's first look: done, and then it waits
+        await flou.start("nest", instance_id="first", wait=WaitMode.SETTLED)  # its worker lingers
+        await flou.start("nest", instance_id="second")  # no slot: queued for a claim
+        second = await flou.settle("second", timeout=2)  # not after the 5 s of lingering
+        claimed = list(store.claimed)
+
+    assert "first" not in claimed
+    assert "second" in claimed  # once the first worker gave its slot up
+    assert second.active_states == ("nest", "nest.wait")

@@ -421,6 +421,16 @@ def test_claim_leases_instances_with_pending_work_to_one_owner(store):
     assert sorted(store.claim("one", 30, 10)) == ["a", "b"]
 
 
+def test_an_instance_created_with_an_owner_is_born_leased_to_it(store):
+    store.create(instance("mine"), started("mine"), [work("w-1")], "one", 30)
+    store.create(instance("expiring"), started("expiring"), [work("w-1")], "one", 0.05)
+    make(store, "free")
+    time.sleep(0.1)
+
+    assert sorted(store.claim("two", 30, 10)) == ["expiring", "free"]
+    assert store.claim("one", 30, 10) == ["mine"]  # its holder renews it
+
+
 def test_claim_respects_the_limit_and_skips_what_others_hold(store):
     for name in ("a", "b", "c"):
         make(store, name)
