@@ -137,6 +137,9 @@ class _Recent:
 _RECENT_EVENTS: Final = 256
 """Events kept per followed instance for its followers to share."""
 
+_EVICTED_AT_ONCE: Final = 4
+"""Lingering workers asked to go per dispatch that found no free slot (`_make_room`)."""
+
 _CHAIN_LIMIT: Final = 64
 """At most this many steps chained to one (`AsyncRuntime._chain`): one transaction stays short."""
 
@@ -266,6 +269,8 @@ class AsyncRuntime:
         """This runtime's name in the store's leases."""
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._nudges: dict[str, asyncio.Event] = {}
+        self._births = 0
+        """Instances being started with a worker slot promised (`start`)."""
         self._lingering: dict[str, bool] = {}
         """Instances whose worker has nothing to do and lingers, oldest first; True once
         asked to go (`_make_room`)."""
@@ -392,27 +397,33 @@ class AsyncRuntime:
             now = utcnow()
             work = [WorkRecord(_new_id(), item) for item in step.work]
             # A worker slot is free: the instance is born leased to us, and worked on at once.
-            keep = bool(work) and not self._closed and len(self._workers) < self.max_workers
-            created = await self._db(
-                self.store.create,
-                InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
-                EventRecord(
-                    new_id,
-                    1,
-                    EventKind.STARTED,
-                    {"payload": owned},
-                    step.patch,
-                    request_id=request_id,
-                    create_time=now,
-                ),
-                work,
-                self.owner if keep else "",
-                self.lease_seconds,
-            )
+            keep = bool(work) and not self._closed and self._free_slots() > 0
+            self._births += keep  # its slot is taken from now on
+            try:
+                created = await self._db(
+                    self.store.create,
+                    InstanceRecord(new_id, hosted.name, 1, step.document, now, now),
+                    EventRecord(
+                        new_id,
+                        1,
+                        EventKind.STARTED,
+                        {"payload": owned},
+                        step.patch,
+                        request_id=request_id,
+                        create_time=now,
+                    ),
+                    work,
+                    self.owner if keep else "",
+                    self.lease_seconds,
+                )
+            finally:
+                self._births -= keep
             self._remember(created)
             self._changed(new_id)
             first = work[0] if work else None
-            if keep and new_id not in self._workers:  # no claim, no first read
+            # No claim, no first read. (Closing meanwhile: its lease runs out, then any
+            # runtime may claim it.)
+            if keep and not self._closed and new_id not in self._workers:
                 self._ensure_dispatcher()
                 self._start_worker(new_id, Snapshot(created, first, len(work), ()))
             else:
@@ -982,7 +993,7 @@ class AsyncRuntime:
         while not self._closed:
             self._wake.clear()
             try:
-                free = self.max_workers - len(self._workers)
+                free = self._free_slots()
                 if free <= 0:
                     self._make_room()
                 claimed = (
@@ -1132,17 +1143,27 @@ class AsyncRuntime:
             if not self._closed:
                 self._kick()  # its mailbox may have grown since the last look
 
+    def _free_slots(self) -> int:
+        """Worker slots neither taken nor promised to an instance being started."""
+        return self.max_workers - len(self._workers) - self._births
+
     def _make_room(self) -> None:
-        """Every worker slot is taken: lingering workers go, and free theirs.
+        """Every worker slot is taken: the oldest lingering workers go, and free theirs.
 
         A worker lingers to spare its instance's next event a claim; work
         that waits for a slot comes first. An evicted worker releases its
-        lease, and its exit wakes the dispatcher to claim again.
+        lease, and its exit wakes the dispatcher to claim again (and, if
+        every slot is taken again, to make room again): a few at a time, so
+        that the instances driven right now keep theirs.
         """
+        asked = 0
         for instance_id, evicted in self._lingering.items():
+            if asked == _EVICTED_AT_ONCE:
+                break
             if not evicted:
                 self._lingering[instance_id] = True
                 self._nudge(instance_id)
+                asked += 1
 
     def _nudge(self, instance_id: str) -> bool:
         """Wakes this runtime's worker of the instance, if it has one."""
