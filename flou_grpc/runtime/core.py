@@ -1244,9 +1244,11 @@ class AsyncRuntime:
     ) -> Snapshot:
         """Commits a step; with `chain`, and the steps of the work it made that run no code.
 
-        `chain` says that the mailbox held nothing but `work` (or, `alone`,
-        nothing): the new work would come next. The store checks it; if work
-        came in meanwhile, the step commits again, alone (or, `alone`, not).
+        `chain` says that the mailbox held nothing but `work` (nothing, for a
+        handed-over step): the new work would come next. The store checks it.
+        If work came in meanwhile, the step commits again without the chained
+        steps; a handed-over step raises MailboxNotEmptyError instead, and its
+        item queues.
         """
         event = EventRecord(
             instance.id,

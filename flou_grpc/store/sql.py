@@ -795,13 +795,13 @@ class SqlStore:
             {**self._event_row(e, token if n == 0 else ""), "revision": revision + 1 + n}
             for n, e in enumerate((event, *chained))
         ]
-        for row in rows[1:]:
-            row["txn"] = None
+        for later in rows[1:]:
+            later["txn"] = None
         event_params = (
             {
                 f"{prefix}{k}": v
-                for prefix, row in zip(_event_prefixes(len(chained)), rows, strict=True)
-                for k, v in row.items()
+                for prefix, columns in zip(_event_prefixes(len(chained)), rows, strict=True)
+                for k, v in columns.items()
             }
             if ctes
             else {}
