@@ -990,11 +990,12 @@ class AsyncRuntime:
 
     async def _dispatch(self) -> None:
         """Claims instances with pending work and starts a worker for each (renews leases)."""
+        woken = True  # by new work (`_kick`, a notice), not by the poll's timer
         while not self._closed:
             self._wake.clear()
             try:
                 free = self._free_slots()
-                if free <= 0:
+                if free <= 0 and woken:  # work waits: a poll alone evicts no worker
                     self._make_room()
                 claimed = (
                     await self._db(self.store.claim, self.owner, self.lease_seconds, free)
@@ -1012,8 +1013,9 @@ class AsyncRuntime:
             try:
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+                woken = True
             except TimeoutError:
-                pass
+                woken = False
 
     def _signal(self, instance_id: str) -> asyncio.Event:
         return self._signals.setdefault(instance_id, asyncio.Event())

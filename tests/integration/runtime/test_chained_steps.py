@@ -314,3 +314,13 @@ async def test_with_no_worker_slot_free_a_lingering_worker_makes_room(database_u
     assert "first" not in claimed
     assert "second" in claimed  # once the first worker gave its slot up
     assert second.active_states == ("nest", "nest.wait")
+
+
+async def test_a_poll_with_no_work_waiting_evicts_no_lingering_worker(database_url):
+    options = {"poll_interval": 0.1, "max_workers": 1, "linger": 5}
+    async with AsyncRuntime(database_url, machines=[Nest], **options) as flou:  # type: ignore[arg-type]
+        await flou.start("nest", instance_id="held", wait=WaitMode.SETTLED)
+        await asyncio.sleep(0.6)  # several polls, every slot taken, nothing to claim
+        held = flou.leased_instances
+
+    assert held == 1
