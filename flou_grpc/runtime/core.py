@@ -420,12 +420,12 @@ class AsyncRuntime:
                 self._births -= keep
             self._remember(created)
             self._changed(new_id)
-            first = work[0] if work else None
+            born = Snapshot(created, work[0] if work else None, len(work), ())
             # No claim, no first read. (Closing meanwhile: its lease runs out, then any
             # runtime may claim it.)
             if keep and not self._closed and new_id not in self._workers:
                 self._ensure_dispatcher()
-                self._start_worker(new_id, Snapshot(created, first, len(work), ()))
+                self._start_worker(new_id, born)
             else:
                 self._kick()
             if wait is WaitMode.SETTLED:
@@ -434,7 +434,7 @@ class AsyncRuntime:
                 except TimeoutError:
                     raise DeadlineExceededError(True, new_id) from None
             else:  # as the create left it: no read needed
-                view = _view(self.registry, Snapshot(created, first, len(work), ()))
+                view = _view(self.registry, born)
             return {"instance_id": new_id}, view
 
         async def replay(response: JsonObject) -> Instance:
@@ -1252,16 +1252,7 @@ class AsyncRuntime:
         steps; a handed-over step raises MailboxNotEmptyError instead, and its
         item queues.
         """
-        event = EventRecord(
-            instance.id,
-            0,
-            kind,
-            {"work_item_id": work.id, **to_json(work.item)},
-            step.patch,
-            fired=fired or [],
-            error=error,
-            request_id=work.request_id,
-        )
+        event = _item_event(instance.id, kind, work, step.patch, fired=fired or [], error=error)
         document, queued = step.document, list(step.work)
         chained: list[EventRecord] = []
         if chain:
@@ -1327,15 +1318,9 @@ class AsyncRuntime:
             kind, taken_step = taken
             if taken_step is None:  # an execute no longer needed: discarded, as the worker would
                 continue
+            taken_work, fired = WorkRecord(_new_id(), item), _fired_json(taken_step.fired)
             chained.append(
-                EventRecord(
-                    instance.id,
-                    0,
-                    kind,
-                    {"work_item_id": _new_id(), **to_json(item)},
-                    taken_step.patch,
-                    fired=_fired_json(taken_step.fired),
-                )
+                _item_event(instance.id, kind, taken_work, taken_step.patch, fired=fired)
             )
             document = taken_step.document
             queued += taken_step.work
@@ -1344,15 +1329,7 @@ class AsyncRuntime:
     async def _reject(
         self, instance: InstanceRecord, work: WorkRecord, error: FlouError, alone: bool = False
     ) -> Snapshot:
-        event = EventRecord(
-            instance.id,
-            0,
-            EventKind.REJECTED,
-            {"work_item_id": work.id, **to_json(work.item)},
-            [],
-            rejection=error.to_info(),
-            request_id=work.request_id,
-        )
+        event = _item_event(instance.id, EventKind.REJECTED, work, [], rejection=error.to_info())
         after = await self._db(
             self.store.commit,
             instance.id,
@@ -1650,6 +1627,14 @@ def _view(
         create_time=record.create_time,
         update_time=record.update_time,
     )
+
+
+def _item_event(
+    instance_id: str, kind: EventKind, work: WorkRecord, patch: list[JsonObject], **fields: Any
+) -> EventRecord:
+    """The event of a work item's step: the item, with its id, is the event's `item`."""
+    item = {"work_item_id": work.id, **to_json(work.item)}
+    return EventRecord(instance_id, 0, kind, item, patch, request_id=work.request_id, **fields)
 
 
 def _decide(fate: asyncio.Future[bool], accepted: bool) -> None:

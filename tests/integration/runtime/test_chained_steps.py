@@ -27,12 +27,15 @@ TRANSITIONED, EXECUTED = EventKind.TRANSITIONED, EventKind.EXECUTED
 
 
 class Commits:
-    """A real store that records the event kinds of each commit (chained ones included)."""
+    """A real store that records the event kinds of each commit (chained ones included),
+    and what its claims and head reads were for."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.commits: list[list[str]] = []
         self.before_commit: Any = None  # called once, before the next commit
+        self.claimed: list[str] = []
+        self.heads: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -48,6 +51,15 @@ class Commits:
 
     def since(self, mark: int) -> list[list[str]]:
         return self.commits[mark:]
+
+    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        claimed: list[str] = self._store.claim(owner, lease_seconds, limit)
+        self.claimed += claimed
+        return claimed
+
+    def head(self, instance_id: str) -> Snapshot:
+        self.heads.append(instance_id)
+        return self._store.head(instance_id)
 
 
 def runtime(store: Commits, **options: Any) -> AsyncRuntime:
@@ -258,29 +270,8 @@ async def test_each_chained_step_is_counted_as_its_kind(database_url):
     assert TRANSITIONED in observer.kinds
 
 
-class Claims:
-    """A real store that records what its claims and head reads returned."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.claimed: list[str] = []
-        self.heads: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
-        claimed: list[str] = self._store.claim(owner, lease_seconds, limit)
-        self.claimed += claimed
-        return claimed
-
-    def head(self, instance_id: str) -> Snapshot:
-        self.heads.append(instance_id)
-        return self._store.head(instance_id)
-
-
 async def test_a_started_instance_is_worked_on_with_no_claim_and_no_read(database_url):
-    store = Claims(open_store(database_url))
+    store = Commits(open_store(database_url))
     async with AsyncRuntime(store=store, machines=[Nest], poll_interval=60) as flou:  # type: ignore[arg-type]
         await asyncio.sleep(0.2)  # the dispatcher's first look: done, and then it waits
         started = await flou.start("nest", instance_id="born")
@@ -302,7 +293,7 @@ async def test_a_started_instance_is_worked_on_with_no_claim_and_no_read(databas
 
 
 async def test_with_no_worker_slot_free_a_lingering_worker_makes_room(database_url):
-    store = Claims(open_store(database_url))
+    store = Commits(open_store(database_url))
     options = {"poll_interval": 60, "max_workers": 1, "linger": 5}
     async with AsyncRuntime(store=store, machines=[Nest], **options) as flou:  # type: ignore[arg-type]
         await asyncio.sleep(0.2)  # the dispatcher's first look: done, and then it waits
