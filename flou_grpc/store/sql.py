@@ -841,22 +841,21 @@ class SqlStore:
             after = record(row.machine, row.create_time)
             # The compare-and-set holds the row, which enqueues lock first: a statement
             # from now on sees every item enqueued before, and none can come in.
+            if not ctes:  # else the notices go with the check, or with the snapshot's read
+                self._notify(conn, instance_id, event=True, work=bool(work))
             if alone or chained:  # the mailbox must be empty: then its new work is all of it
                 check_query = _ALONE_NOTIFYING[bool(work)] if ctes else _ALONE
                 check = conn.execute(check_query, {"id": instance_id}).one()
                 if check.queued:
                     raise MailboxNotEmptyError(instance_id)  # rolls the transaction back
                 queued = self._insert_work(conn, instance_id, work)
-                if not ctes:
-                    self._notify(conn, instance_id, event=True, work=bool(work))
                 kept = self._errors(conn, instance_id) if check.failed else ()
                 return Snapshot(after, queued[0] if queued else None, len(queued), kept)
             self._insert_work(conn, instance_id, work)
-            if ctes:  # the notices go with the snapshot's read
+            if ctes:
                 query = _AFTER_COMMIT_NOTIFYING[bool(work)]
                 read = conn.execute(query, {"id": instance_id, "after": done_seq}).one()
                 return self._snapshot(conn, after, read)
-            self._notify(conn, instance_id, event=True, work=bool(work))
             return self._snapshot(conn, after, after=done_seq)
 
         return self._run("commit", body)
