@@ -9,7 +9,7 @@ as strings, as the contract says).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -110,9 +110,26 @@ def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
 def list_value(values: Sequence[Any]) -> struct_pb2.ListValue:
     """A JSON array as a `ListValue`."""
     message = struct_pb2.ListValue()
-    for item in values:
-        _fill(message.values.add(), item)
+    _fill_list(message, values)
     return message
+
+
+def _fill_list(message: struct_pb2.ListValue, values: Iterable[Any]) -> None:
+    # Scalars are made by `add(kind=value)`: a third of the time of `_fill(add(), value)`,
+    # and answers carry whole lists (AtomicAppend's, a state's).
+    add = message.values.add
+    for item in values:
+        kind = type(item)
+        if kind is float or kind is int:
+            add(number_value=item)
+        elif kind is str:
+            add(string_value=item)
+        elif kind is bool:
+            add(bool_value=item)
+        elif item is None:
+            add(null_value=struct_pb2.NULL_VALUE)
+        else:
+            _fill(add(), item)
 
 
 def _fill(message: struct_pb2.Value, value: Any) -> None:
@@ -130,8 +147,7 @@ def _fill(message: struct_pb2.Value, value: Any) -> None:
             _fill(message.struct_value.fields[key], item)
     else:  # a list: the runtime's values are JSON already
         message.list_value.SetInParent()
-        for item in value:
-            _fill(message.list_value.values.add(), item)
+        _fill_list(message.list_value, value)
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
