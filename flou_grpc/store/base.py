@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 from flou_grpc.engine.document import JsonObject, Path
 from flou_grpc.store.records import (
+    AppendRecord,
     ErrorRecord,
     EventRecord,
     InstanceRecord,
@@ -181,6 +182,23 @@ class Store(Protocol):
             KeyError: Nothing is at `path`.
             TypeError: What is at `path` is not a list; the message is its JSON type.
             LimitExceededError: The document would be over `max_bytes`.
+        """
+        ...
+
+    def append_many(
+        self, appends: Sequence[AppendRecord], max_bytes: int | None = None
+    ) -> list[tuple[list[Any], int] | Exception]:
+        """Several appends, in order, committed together (one transaction where durable).
+
+        Each append is what `append` would do alone, with its own event at its
+        own revision (appends to one instance follow each other). An append
+        that `append` would refuse changes nothing and the others still
+        commit; the error is its outcome.
+
+        Returns:
+            Per append, in order: the whole list after it and its revision, or
+            the error `append` would raise for it (InstanceNotFoundError,
+            KeyError, TypeError, LimitExceededError).
         """
         ...
 

@@ -31,6 +31,7 @@ from flou_grpc.errors import (
 )
 from flou_grpc.store.base import LeaseLostError, MailboxNotEmptyError
 from flou_grpc.store.records import (
+    AppendRecord,
     ErrorRecord,
     EventRecord,
     InstanceRecord,
@@ -228,6 +229,21 @@ class MemoryStore:
             if dedup:
                 self._appends[dedup] = answer
             return answer
+
+    def append_many(
+        self, appends: Sequence[AppendRecord], max_bytes: int | None = None
+    ) -> list[tuple[list[Any], int] | Exception]:
+        """Appends in order, under one hold of the lock; see `Store.append_many`."""
+        outcomes: list[tuple[list[Any], int] | Exception] = []
+        with self._lock:
+            for one in appends:
+                try:
+                    outcomes.append(
+                        self.append(one.instance_id, one.path, one.value, one.event, "", max_bytes)
+                    )
+                except (InstanceNotFoundError, KeyError, TypeError, LimitExceededError) as exc:
+                    outcomes.append(exc)
+        return outcomes
 
     # --- history ----------------------------------------------------------------------------
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from flou_grpc.engine.document import JsonObject
+from flou_grpc.engine.document import JsonObject, Path
 from flou_grpc.engine.work import WorkItem
 
 __all__ = [
+    "AppendRecord",
     "ErrorRecord",
     "EventRecord",
     "InstanceRecord",
@@ -68,6 +70,18 @@ class EventRecord:
     rejection: JsonObject | None = None
     request_id: str = ""
     create_time: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRecord:
+    """One append of `Store.append_many`: `value` onto the list at `path` of an instance."""
+
+    instance_id: str
+    path: Path
+    """Document keys down to the list."""
+    value: Any
+    event: EventRecord
+    """The append's event (its revision and patch are set by the store)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
@@ -73,6 +73,7 @@ from flou_grpc.store.base import (
 )
 from flou_grpc.store.dialects import open_engine
 from flou_grpc.store.records import (
+    AppendRecord,
     ErrorRecord,
     EventRecord,
     InstanceRecord,
@@ -901,35 +902,16 @@ class SqlStore:
         """
         now = utcnow()
         token = _token()
-        patch: list[JsonObject] = [append_op(path, value)]
-        event_row = self._event_row(replace(event, patch=patch), token)
+        event_row = self._append_event_row(path, value, event, token)
 
         def body(conn: Connection, attempt: int) -> tuple[list[Any], int]:
             if dedup:
                 first = self._claim_append_key(conn, instance_id, dedup, now)
                 if first is not None:
                     return first
-            if attempt > 1 and self._lock_instance(conn, instance_id) is not None:
-                # An earlier attempt committed, its answer lost: the list as it is now.
-                revision = self._committed(conn, instance_id, token)
-                if revision is not None:
-                    return self._list_at(conn, instance_id, path), revision
-            for _ in range(_APPEND_TRIES):
-                appended = self._dialect.append(
-                    conn, instance_id, path, value, now, event_row, max_bytes is not None
-                )
-                if appended is not None:
-                    break
-                # Raises unless a list got there between the two statements.
-                self._list_at(conn, instance_id, path)
-            else:
-                raise RuntimeError(
-                    f"the {self.backend} append found no list at {pointer(path)!r} of "
-                    f"instance {instance_id!r}, but a read finds one"
-                )
-            revision, items, size = appended
-            if max_bytes is not None and size > max_bytes:  # rolls the transaction back
-                raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
+            items, revision = self._append_in(
+                conn, instance_id, path, value, now, event_row, token, max_bytes, attempt > 1
+            )
             if dedup:
                 conn.execute(
                     _FILL_APPEND, {"b_key": dedup, "b_revision": revision, "b_result": items}
@@ -937,6 +919,105 @@ class SqlStore:
             return items, revision
 
         return self._run("append", body)
+
+    def append_many(
+        self, appends: Sequence[AppendRecord], max_bytes: int | None = None
+    ) -> list[tuple[list[Any], int] | Exception]:
+        """Several appends in one transaction; see `Store.append_many`.
+
+        Each append is its `append` statement(s); the transaction commits
+        once for all of them. An append refused before it changed anything
+        (no instance, no list) is left out by itself. One over `max_bytes`
+        has changed its row: the transaction is rolled back and run again
+        without it. Rows are locked in instance order, so two batches never
+        wait on each other in a cycle.
+        """
+        now = utcnow()
+        tokens = [_token() for _ in appends]
+        rows = [
+            self._append_event_row(one.path, one.value, one.event, token)
+            for one, token in zip(appends, tokens, strict=True)
+        ]
+        order = sorted(range(len(appends)), key=lambda index: appends[index].instance_id)
+        refused: dict[int, Exception] = {}
+        again = False  # run again after a refusal: earlier attempts may have committed
+
+        def body(conn: Connection, attempt: int) -> dict[int, tuple[list[Any], int] | Exception]:
+            outcomes: dict[int, tuple[list[Any], int] | Exception] = {}
+            for index in order:
+                if index in refused:
+                    continue
+                one = appends[index]
+                try:
+                    outcomes[index] = self._append_in(
+                        conn,
+                        one.instance_id,
+                        one.path,
+                        one.value,
+                        now,
+                        rows[index],
+                        tokens[index],
+                        max_bytes,
+                        again or attempt > 1,
+                    )
+                except (InstanceNotFoundError, KeyError, TypeError) as exc:
+                    outcomes[index] = exc  # its statement changed nothing
+                except LimitExceededError as exc:
+                    raise _Refused(index, exc) from None
+            return outcomes
+
+        while True:
+            try:
+                outcomes = self._run("append", body)
+            except _Refused as refusal:
+                refused[refusal.index], again = refusal.error, True
+                continue
+            return [refused.get(index) or outcomes[index] for index in range(len(appends))]
+
+    def _append_event_row(
+        self, path: Path, value: Any, event: EventRecord, token: str
+    ) -> dict[str, Any]:
+        patch: list[JsonObject] = [append_op(path, value)]
+        return self._event_row(replace(event, patch=patch), token)
+
+    def _append_in(
+        self,
+        conn: Connection,
+        instance_id: str,
+        path: Path,
+        value: Any,
+        now: datetime,
+        event_row: Mapping[str, Any],
+        token: str,
+        max_bytes: int | None,
+        retried: bool,
+    ) -> tuple[list[Any], int]:
+        """One append inside the caller's transaction: the list after it, and its revision.
+
+        `retried`: an earlier attempt may have committed it, its answer lost;
+        then the answer is the list as it is now.
+        """
+        if retried and self._lock_instance(conn, instance_id) is not None:
+            revision = self._committed(conn, instance_id, token)
+            if revision is not None:
+                return self._list_at(conn, instance_id, path), revision
+        for _ in range(_APPEND_TRIES):
+            appended = self._dialect.append(
+                conn, instance_id, path, value, now, event_row, max_bytes is not None
+            )
+            if appended is not None:
+                break
+            # Raises unless a list got there between the two statements.
+            self._list_at(conn, instance_id, path)
+        else:
+            raise RuntimeError(
+                f"the {self.backend} append found no list at {pointer(path)!r} of "
+                f"instance {instance_id!r}, but a read finds one"
+            )
+        revision, items, size = appended
+        if max_bytes is not None and size > max_bytes:  # rolls the transaction back
+            raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
+        return items, revision
 
     def _claim_append_key(
         self, conn: Connection, instance_id: str, key: str, now: datetime
@@ -1144,6 +1225,14 @@ class SqlStore:
     def close(self) -> None:
         """Closes every pooled connection."""
         self._engine.dispose()
+
+
+class _Refused(Exception):
+    """An append of `append_many` that changed its row and must not commit."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index, self.error = index, error
 
 
 class _Listener(threading.Thread):

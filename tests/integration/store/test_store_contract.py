@@ -27,6 +27,7 @@ from flou_grpc.engine.work import Execute, Transition, UpdateState
 from flou_grpc.errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    LimitExceededError,
     RevisionConflictError,
     StoreUnavailableError,
 )
@@ -34,6 +35,7 @@ from flou_grpc.store import migrations
 from flou_grpc.store.base import LeaseLostError, MailboxNotEmptyError
 from flou_grpc.store.dialects import SqliteDialect
 from flou_grpc.store.records import (
+    AppendRecord,
     ErrorRecord,
     EventRecord,
     InstanceRecord,
@@ -635,6 +637,104 @@ def test_concurrent_appends_with_one_dedup_key_append_once(store):
     assert store.instance("i-1").revision == 2
 
 
+def appending(instance_id: str, path: tuple[str, ...], value: Any) -> AppendRecord:
+    return AppendRecord(instance_id, path, value, step("appended"))
+
+
+def test_append_many_commits_each_append_as_its_own_step_in_order(store):
+    make(store, "i-1")
+    make(store, "i-2", document={"log": ["x"], "node": {"items": []}})
+
+    outcomes = store.append_many(
+        [
+            appending("i-2", ("log",), "a"),
+            appending("i-1", ("log",), 1),
+            appending("i-2", ("node", "items"), {"b": [2]}),
+            appending("i-2", ("log",), "c"),
+        ]
+    )
+
+    assert outcomes == [(["x", "a"], 2), ([1], 2), ([{"b": [2]}], 3), (["x", "a", "c"], 4)]
+    document = {"log": ["x", "a", "c"], "node": {"items": [{"b": [2]}]}}
+    assert store.instance("i-2").document == document
+    assert store.instance("i-2").revision == 4
+    events = store.events("i-2")
+    assert [(e.revision, e.kind) for e in events] == [
+        (1, "started"),
+        (2, "appended"),
+        (3, "appended"),
+        (4, "appended"),
+    ]
+    assert [e.patch for e in events[1:]] == [
+        [{"op": "add", "path": "/log/-", "value": "a"}],
+        [{"op": "add", "path": "/node/items/-", "value": {"b": [2]}}],
+        [{"op": "add", "path": "/log/-", "value": "c"}],
+    ]
+    assert [e.revision for e in store.events("i-1")] == [1, 2]
+
+
+def test_append_many_answers_a_refused_append_with_its_error_and_commits_the_rest(store):
+    make(store, "i-1", document={"log": [], "text": "x"})
+    make(store, "i-2")
+
+    outcomes = store.append_many(
+        [
+            appending("i-1", ("log",), "kept"),
+            appending("nope", ("log",), 1),
+            appending("i-1", ("missing",), 1),
+            appending("i-1", ("text",), 1),
+            appending("i-2", ("log",), "x" * 200),  # over max_bytes: changed its row
+            appending("i-2", ("log",), "small"),
+        ],
+        max_bytes=100,
+    )
+
+    assert outcomes[0] == (["kept"], 2)
+    assert isinstance(outcomes[1], InstanceNotFoundError)
+    assert isinstance(outcomes[2], KeyError)
+    assert isinstance(outcomes[3], TypeError)
+    assert str(outcomes[3]) == "string"
+    assert isinstance(outcomes[4], LimitExceededError)
+    assert outcomes[5] == (["small"], 2)
+    assert store.instance("i-1").document == {"log": ["kept"], "text": "x"}
+    assert store.instance("i-1").revision == 2
+    assert [e.revision for e in store.events("i-2")] == [1, 2]
+    assert store.instance("i-2").document == {"log": ["small"]}
+
+
+def test_append_many_of_nothing_commits_nothing(store):
+    assert store.append_many([]) == []
+
+
+def test_concurrent_batches_over_the_same_instances_keep_every_value_once(store):
+    ids = [f"i-{n}" for n in range(6)]
+    for instance_id in ids:
+        make(store, instance_id)
+    threads, rounds = 8, 25
+    barrier = threading.Barrier(threads)
+
+    def batches(t: int) -> None:
+        barrier.wait()
+        for r in range(rounds):
+            # Each thread lists the instances in another order: locks taken in
+            # that order would wait on each other in a cycle.
+            order = ids[t % len(ids) :] + ids[: t % len(ids)]
+            if t % 2:
+                order.reverse()
+            batch = [appending(i, ("log",), [t, r]) for i in order]
+            for one, (values, revision) in zip(batch, store.append_many(batch), strict=True):
+                assert values[revision - 2] == one.value
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(batches, range(threads)))
+
+    expected = sorted([t, r] for t in range(threads) for r in range(rounds))
+    for instance_id in ids:
+        found = store.instance(instance_id)
+        assert sorted(found.document["log"]) == expected
+        assert found.revision == threads * rounds + 1
+
+
 # --- history --------------------------------------------------------------------------
 
 
@@ -1036,6 +1136,38 @@ def test_a_chained_commit_whose_answer_was_lost_is_applied_once(sql_store, caplo
     assert snapshot.next is None
     assert [e.revision for e in sql_store.events("i-1")] == [1, 2, 3]
     assert retries(caplog)
+
+
+def test_a_batch_of_appends_whose_answer_was_lost_is_applied_once(sql_store, caplog):
+    make(sql_store, "i-1")
+    make(sql_store, "i-2")
+    _lose_the_next_commit_answer(sql_store)
+    with caplog.at_level(logging.WARNING, STORE_LOGGER):
+        outcomes = sql_store.append_many(
+            [appending("i-1", ("log",), "a"), appending("i-2", ("log",), "b")]
+        )
+    assert outcomes == [(["a"], 2), (["b"], 2)]
+    assert sql_store.instance("i-1").document == {"log": ["a"]}
+    assert sql_store.instance("i-2").document == {"log": ["b"]}
+    assert retries(caplog)
+
+
+def test_a_batch_run_again_without_an_append_over_the_limit_rolled_that_one_back(
+    sql_store, caplog
+):
+    make(sql_store, "i-1")
+    outcomes = sql_store.append_many(
+        [
+            appending("i-1", ("log",), "a"),
+            appending("i-1", ("log",), "x" * 200),
+            appending("i-1", ("log",), "b"),
+        ],
+        max_bytes=100,
+    )
+    assert outcomes[0] == (["a"], 2)
+    assert isinstance(outcomes[1], LimitExceededError)
+    assert outcomes[2] == (["a", "b"], 3)
+    assert [e.revision for e in sql_store.events("i-1")] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("dedup", ["", "k"])
