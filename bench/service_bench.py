@@ -35,6 +35,8 @@ Measured, per backend:
      and 32 callers on ONE instance (target: >= 60% of the echo). Each append
      adds a value to the list and every answer carries the whole list, so
      fresh instances are used each run (the output gives the longest list).
+     Appends that arrive while others commit are group-committed (README,
+     "Waits and deadlines"): with 32 callers, several share a transaction.
 2. (PostgreSQL) Transition latency at a fixed offered rate (--latency-rate,
    200/s), open loop over --latency-instances instances: send n is due at
    n / rate and its latency counts from then; it goes to an instance with no

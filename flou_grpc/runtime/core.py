@@ -62,6 +62,7 @@ from flou_grpc.errors import (
     StateKeyNotFoundError,
     StateKeyNotListError,
 )
+from flou_grpc.runtime.group_commit import GroupCommit
 from flou_grpc.runtime.model import (
     AppendResult,
     Event,
@@ -83,6 +84,7 @@ from flou_grpc.store.base import (
     Store,
 )
 from flou_grpc.store.records import (
+    AppendRecord,
     ErrorRecord,
     EventRecord,
     InstanceRecord,
@@ -294,6 +296,7 @@ class AsyncRuntime:
         self._calls_lock = threading.Lock()
         self._user_threads = ThreadPoolExecutor(user_threads, thread_name_prefix="flou-run")
         self._store_threads = ThreadPoolExecutor(store_threads, thread_name_prefix="flou-store")
+        self._appends = GroupCommit(self._append_batch)
         self._closed = False
 
     async def __aenter__(self) -> AsyncRuntime:
@@ -322,6 +325,7 @@ class AsyncRuntime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._appends.wait_idle()
         for future in self._waiters.values():
             future.cancel()
         for _ in range(500):  # store calls of cancelled tasks finish in their threads
@@ -561,10 +565,15 @@ class AsyncRuntime:
         machine, _ = await self._locate(instance_id)
 
         async def append() -> tuple[JsonObject, AppendResult]:
-            result, committed = await self._db(
-                self._append, instance_id, machine, fqn or "", key, owned, request_id, ""
-            )
-            self._changed(instance_id, committed)
+            try:
+                one = self._append_record(instance_id, machine, fqn or "", key, owned, request_id)
+            except NodeNotFoundError:  # a node below the root: its path needs the document
+                result, committed = await self._db(
+                    self._append, instance_id, machine, fqn or "", key, owned, request_id, ""
+                )
+                self._changed(instance_id, committed)
+            else:  # with the appends that arrive meanwhile, in one transaction
+                result = await self._appends.submit(one)
             return {"values": result.values, "revision": result.revision}, result
 
         async def replay(response: JsonObject) -> AppendResult:
@@ -1480,13 +1489,41 @@ class AsyncRuntime:
         come from the current document. The store measures the state the
         append leaves against `max_state_bytes`.
         """
-        hosted = self.registry.get(machine)
         try:
-            path, cls = hosted.path_of(instance_id, {}, fqn)  # the root: no document needed
+            one = self._append_record(instance_id, machine, fqn, key, value, request_id)
         except NodeNotFoundError:
             document = self.store.instance(instance_id).document
-            path, cls = hosted.path_of(instance_id, document, fqn)
-        target = state_key_path(cls, path, key, "key")
+            one = self._append_record(instance_id, machine, fqn, key, value, request_id, document)
+        try:
+            outcome: tuple[list[Any], int] | Exception = self.store.append(
+                instance_id, one.path, value, one.event, dedup, self.max_state_bytes
+            )
+        except (KeyError, TypeError) as exc:
+            outcome = exc
+        appended = _appended(one, outcome)
+        if isinstance(appended, Exception):
+            raise appended
+        return appended
+
+    def _append_record(
+        self,
+        instance_id: str,
+        machine: str,
+        fqn: str,
+        key: str,
+        value: Any,
+        request_id: str,
+        document: JsonObject | None = None,
+    ) -> AppendRecord:
+        """The append of `value` to `key` of node `fqn`, for the store.
+
+        Raises:
+            NodeNotFoundError: No such node; without `document`, also any node
+                below the root (where it is, and its class, need the document).
+            InvalidFieldError: `key` names no state key of the node.
+        """
+        hosted = self.registry.get(machine)
+        path, cls = hosted.path_of(instance_id, {} if document is None else document, fqn)
         node_fqn = ".".join((hosted.name, *path))
         event = EventRecord(
             instance_id,
@@ -1496,16 +1533,21 @@ class AsyncRuntime:
             [],
             request_id=request_id,
         )
-        try:
-            values, revision = self.store.append(
-                instance_id, target, value, event, dedup, self.max_state_bytes
-            )
-        except KeyError:
-            raise StateKeyNotFoundError(instance_id, node_fqn, key) from None
-        except TypeError as exc:
-            raise StateKeyNotListError(instance_id, node_fqn, key, str(exc)) from None
-        committed = replace(event, revision=revision, patch=[append_op(target, value)])
-        return AppendResult(values, revision), committed
+        return AppendRecord(instance_id, state_key_path(cls, path, key, "key"), value, event)
+
+    async def _append_batch(self, batch: Sequence[AppendRecord]) -> list[AppendResult | Exception]:
+        """Commits appends together (`GroupCommit`); tells of each, in revision order."""
+        outcomes = await self._db(self.store.append_many, batch, self.max_state_bytes)
+        results: list[AppendResult | Exception] = []
+        for one, outcome in zip(batch, outcomes, strict=True):
+            appended = _appended(one, outcome)
+            if isinstance(appended, Exception):
+                results.append(appended)
+                continue
+            result, committed = appended
+            self._changed(one.instance_id, committed)
+            results.append(result)
+        return results
 
     async def _once(
         self,
@@ -1635,6 +1677,23 @@ def _item_event(
     """The event of a work item's step: the item, with its id, is the event's `item`."""
     item = {"work_item_id": work.id, **to_json(work.item)}
     return EventRecord(instance_id, 0, kind, item, patch, request_id=work.request_id, **fields)
+
+
+def _appended(
+    one: AppendRecord, outcome: tuple[list[Any], int] | Exception
+) -> tuple[AppendResult, EventRecord] | Exception:
+    """The store's outcome of an append: its result and committed event, or its error."""
+    if isinstance(outcome, KeyError):
+        return StateKeyNotFoundError(one.instance_id, one.event.item["fqn"], one.event.item["key"])
+    if isinstance(outcome, TypeError):
+        return StateKeyNotListError(
+            one.instance_id, one.event.item["fqn"], one.event.item["key"], str(outcome)
+        )
+    if isinstance(outcome, Exception):
+        return outcome
+    values, revision = outcome
+    committed = replace(one.event, revision=revision, patch=[append_op(one.path, one.value)])
+    return AppendResult(values, revision), committed
 
 
 def _decide(fate: asyncio.Future[bool], accepted: bool) -> None:

@@ -30,7 +30,7 @@ from tenacity import (
 
 from flou_grpc.errors import StoreUnavailableError
 
-__all__ = ["RetryPolicy", "deadline", "logger", "on_retry", "run_retrying"]
+__all__ = ["RetryPolicy", "deadline", "deadline_at", "logger", "on_retry", "run_retrying"]
 
 logger = logging.getLogger("flou_grpc.store")
 
@@ -81,6 +81,11 @@ def deadline(seconds: float) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def deadline_at() -> float | None:
+    """The `time.monotonic()` at which retries stop here, as `deadline()` set it; None: unset."""
+    return _deadline.get()
 
 
 def run_retrying(

@@ -4,7 +4,8 @@
 `Nest` enters a sub-machine whose first state has no code either (two pure
 executes after the transition), or `busy`, whose `run` is user code. In
 `Auto`, `kick`'s code moves on by itself (`self.transition`) to `rest`, which
-has none; `stray`'s code sends a label nothing fires on.
+has none; `stray`'s code sends a label nothing fires on. `Journal` only holds
+lists to append to.
 """
 
 from __future__ import annotations
@@ -86,3 +87,13 @@ class Auto(LTM):
         {"from": Rest, "label": "again", "to": Kick},
         {"from": Rest, "label": "stray", "to": Stray},
     ]
+
+
+class Journal(LTM):
+    """A root with lists to append to (AtomicAppend), and a key that is not a list."""
+
+    name = "journal"
+    init = [Off]
+
+    def get_initial_state(self) -> dict[str, Any]:
+        return {"log": [], "other": [], "title": "x"}
