@@ -37,6 +37,9 @@ Measured, per backend:
      fresh instances are used each run (the output gives the longest list).
      Appends that arrive while others commit are group-committed (README,
      "Waits and deadlines"): with 32 callers, several share a transaction.
+     The same three again with `view` APPEND_VIEW_BASIC ("AtomicAppend
+     BASIC"): the answer carries the list's length, not the list, so its
+     cost does not grow with the list.
 2. (PostgreSQL) Transition latency at a fixed offered rate (--latency-rate,
    200/s), open loop over --latency-instances instances: send n is due at
    n / rate and its latency counts from then; it goes to an instance with no
@@ -45,7 +48,8 @@ Measured, per backend:
    wait, and the wait counts (target: p99 < 10 ms).
 3. Watch delivery: --watchers streams over --watch-instances instances, opened
    by a separate process (spawned, one channel), while this process commits
-   AtomicAppends open loop at each of --watch-rates in turn (1000/s, then
+   AtomicAppends (APPEND_VIEW_BASIC: the appender needs no list back) open
+   loop at each of --watch-rates in turn (1000/s, then
    100/s in total; at most 64 in flight: further sends are skipped and
    counted). For every event every watcher receives, the latency from the
    moment the appending client SENT the append (an upper bound of commit ->
@@ -283,23 +287,27 @@ async def throughput_run(client: Client, seconds: float, run: int) -> dict[str, 
             clients, seconds, lambda index, ids=ids: pinger.transition(ids[index])
         )
         await client.settle(ids)
-    for name, clients, instances in (("1", 1, 1), ("32x32", 32, 32), ("32x1", 32, 1)):
-        ids = await client.started(instances, f"a{run}")
-        longest = 0
+    for kind, view in (("append", pb.APPEND_VIEW_FULL), ("count", pb.APPEND_VIEW_BASIC)):
+        for name, clients, instances in (("1", 1, 1), ("32x32", 32, 32), ("32x1", 32, 1)):
+            ids = await client.started(instances, f"{kind[0]}{run}")
+            longest = 0
 
-        async def append(index: int, ids: list[str] = ids) -> None:
-            nonlocal longest
-            answer = await client.flou.AtomicAppend(
-                pb.AtomicAppendRequest(
-                    instance_id=ids[index % len(ids)], key="log", value=_value(index)
-                ),
-                timeout=CALL_TIMEOUT,
-            )
-            longest = max(longest, len(answer.values.values))
+            async def append(index: int, ids: list[str] = ids, view: int = view) -> None:
+                nonlocal longest
+                answer = await client.flou.AtomicAppend(
+                    pb.AtomicAppendRequest(
+                        instance_id=ids[index % len(ids)],
+                        key="log",
+                        value=_value(index),
+                        view=view,
+                    ),
+                    timeout=CALL_TIMEOUT,
+                )
+                longest = max(longest, answer.length)
 
-        window = await closed_loop(clients, seconds, append)
-        window.extra["longest"] = longest
-        windows[f"append/{name}"] = window
+            window = await closed_loop(clients, seconds, append)
+            window.extra["longest"] = longest
+            windows[f"{kind}/{name}"] = window
     return windows
 
 
@@ -433,7 +441,9 @@ async def append_open_loop(
         began = time.perf_counter()
         try:
             answer = await client.flou.AtomicAppend(
-                pb.AtomicAppendRequest(instance_id=ids[index], key="log", value=_value(n)),
+                pb.AtomicAppendRequest(
+                    instance_id=ids[index], key="log", value=_value(n), view=pb.APPEND_VIEW_BASIC
+                ),
                 timeout=CALL_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
@@ -709,6 +719,9 @@ TITLES = {
     "append/1": "AtomicAppend,         1 caller,  1 inst.",
     "append/32x32": "AtomicAppend,        32 callers, 32 inst.",
     "append/32x1": "AtomicAppend,        32 callers,  1 inst.",
+    "count/1": "AtomicAppend BASIC,   1 caller,  1 inst.",
+    "count/32x32": "AtomicAppend BASIC,  32 callers, 32 inst.",
+    "count/32x1": "AtomicAppend BASIC,  32 callers,  1 inst.",
 }
 
 
@@ -743,7 +756,7 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
             ratios = [w.rate / e.rate for w, e in zip(windows, echo, strict=True)]
             ratio = statistics.median(ratios)
             line += f"; / echo median {ratio:.3f} (per run: {_runs(ratios, '.3f')})"
-            if name.startswith("append"):
+            if name.startswith(("append", "count")):
                 targets.append(
                     f"target, {b}, {title.strip()}: >= 60% of echo's RPC/s: "
                     f"{_met(statistics.median(ratios) >= 0.6)} ({statistics.median(ratios):.1%})"
@@ -758,7 +771,7 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
             )
         if name.startswith("transition"):
             print(f"    = {2 * statistics.median(rates):.0f} committed steps/s")
-        if name.startswith("append"):
+        if name.startswith(("append", "count")):
             print(f"    longest list reached: {_runs([w.extra['longest'] for w in windows])}")
         errors = sum((w.errors for w in windows), Counter())
         for text, count in errors.most_common(5):

@@ -84,6 +84,7 @@ from flou_grpc.store.base import (
     Store,
 )
 from flou_grpc.store.records import (
+    Appended,
     AppendRecord,
     ErrorRecord,
     EventRecord,
@@ -550,8 +551,12 @@ class AsyncRuntime:
         fqn: str | None = None,
         *,
         request_id: str = "",
+        values: bool = True,
     ) -> AppendResult:
         """Appends `value` to the list at `key` of a node, at once, as one atomic step.
+
+        `values`: answer the whole list after the append (else only its
+        length, and the list is not read back: the cost stays flat as it grows).
 
         Raises:
             NodeNotFoundError, StateKeyNotFoundError, StateKeyNotListError,
@@ -566,22 +571,40 @@ class AsyncRuntime:
 
         async def append() -> tuple[JsonObject, AppendResult]:
             try:
-                one = self._append_record(instance_id, machine, fqn or "", key, owned, request_id)
+                one = self._append_record(
+                    instance_id, machine, fqn or "", key, owned, request_id, values=values
+                )
             except NodeNotFoundError:  # a node below the root: its path needs the document
                 result, committed = await self._db(
                     self._append, instance_id, machine, fqn or "", key, owned, request_id, ""
                 )
                 self._changed(instance_id, committed)
+                if not values:
+                    result = replace(result, values=[])
             else:  # with the appends that arrive meanwhile, in one transaction
                 result = await self._appends.submit(one)
-            return {"values": result.values, "revision": result.revision}, result
+            answer = {
+                "values": result.values,
+                "revision": result.revision,
+                "length": result.length,
+            }
+            return answer, result
 
         async def replay(response: JsonObject) -> AppendResult:
-            return AppendResult(list(response["values"]), int(response["revision"]))
+            kept = list(response["values"])
+            length = int(response.get("length", len(kept)))  # kept before `length` was
+            return AppendResult(kept, int(response["revision"]), length)
 
-        return await self._once(
-            request_id, ("atomic_append", instance_id, fqn or "", key, owned), append, replay
+        # Only a request without the values says so: earlier fingerprints stay valid.
+        body = (
+            "atomic_append",
+            instance_id,
+            fqn or "",
+            key,
+            owned,
+            *(() if values else ("basic",)),
         )
+        return await self._once(request_id, body, append, replay)
 
     async def retry_errors(
         self, instance_id: str, work_item_ids: Sequence[str] = ()
@@ -1495,9 +1518,10 @@ class AsyncRuntime:
             document = self.store.instance(instance_id).document
             one = self._append_record(instance_id, machine, fqn, key, value, request_id, document)
         try:
-            outcome: tuple[list[Any], int] | Exception = self.store.append(
+            listed, revision = self.store.append(
                 instance_id, one.path, value, one.event, dedup, self.max_state_bytes
             )
+            outcome: Appended | Exception = Appended(listed, len(listed), revision)
         except (KeyError, TypeError) as exc:
             outcome = exc
         appended = _appended(one, outcome)
@@ -1514,8 +1538,10 @@ class AsyncRuntime:
         value: Any,
         request_id: str,
         document: JsonObject | None = None,
+        *,
+        values: bool = True,
     ) -> AppendRecord:
-        """The append of `value` to `key` of node `fqn`, for the store.
+        """The append of `value` to `key` of node `fqn`, for the store (`values`: with the list).
 
         Raises:
             NodeNotFoundError: No such node; without `document`, also any node
@@ -1533,7 +1559,8 @@ class AsyncRuntime:
             [],
             request_id=request_id,
         )
-        return AppendRecord(instance_id, state_key_path(cls, path, key, "key"), value, event)
+        target = state_key_path(cls, path, key, "key")
+        return AppendRecord(instance_id, target, value, event, with_values=values)
 
     async def _append_batch(self, batch: Sequence[AppendRecord]) -> list[AppendResult | Exception]:
         """Commits appends together (`GroupCommit`); tells of each, in revision order."""
@@ -1680,7 +1707,7 @@ def _item_event(
 
 
 def _appended(
-    one: AppendRecord, outcome: tuple[list[Any], int] | Exception
+    one: AppendRecord, outcome: Appended | Exception
 ) -> tuple[AppendResult, EventRecord] | Exception:
     """The store's outcome of an append: its result and committed event, or its error."""
     if isinstance(outcome, KeyError):
@@ -1691,9 +1718,10 @@ def _appended(
         )
     if isinstance(outcome, Exception):
         return outcome
-    values, revision = outcome
-    committed = replace(one.event, revision=revision, patch=[append_op(one.path, one.value)])
-    return AppendResult(values, revision), committed
+    committed = replace(
+        one.event, revision=outcome.revision, patch=[append_op(one.path, one.value)]
+    )
+    return AppendResult(outcome.values or [], outcome.revision, outcome.length), committed
 
 
 def _decide(fate: asyncio.Future[bool], accepted: bool) -> None:

@@ -160,10 +160,13 @@ class Runtime:
         fqn: str | None = None,
         *,
         request_id: str = "",
+        values: bool = True,
     ) -> AppendResult:
         """Appends to a list in the state at once; see `AsyncRuntime.atomic_append`."""
         return self._call(
-            self.core.atomic_append(instance_id, key, value, fqn, request_id=request_id)
+            self.core.atomic_append(
+                instance_id, key, value, fqn, request_id=request_id, values=values
+            )
         )
 
     def retry_errors(

@@ -120,4 +120,7 @@ class AppendResult:
     """The answer to an atomic append."""
 
     values: list[Any]
+    """The whole list right after the append; empty when not asked for (`values=False`)."""
     revision: int
+    length: int
+    """How many values the list holds right after the append."""

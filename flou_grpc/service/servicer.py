@@ -253,11 +253,19 @@ class FlouServicer(flou_service_pb2_grpc.FlouServiceServicer):
                 raise InvalidFieldError.of("value", "required")
             value = convert.to_json(request.value)
             check_json(value, "value", self.limits)
+            basic = request.view == pb.APPEND_VIEW_BASIC
             result = await self.runtime.atomic_append(
-                instance_id, key, value, request.fqn or None, request_id=request.request_id
+                instance_id,
+                key,
+                value,
+                request.fqn or None,
+                request_id=request.request_id,
+                values=not basic,
             )
             return pb.AtomicAppendResponse(
-                values=convert.list_value(result.values), revision=result.revision
+                values=None if basic else convert.list_value(result.values),
+                revision=result.revision,
+                length=result.length,
             )
 
         return await self._serve(context, call)

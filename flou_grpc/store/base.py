@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 from flou_grpc.engine.document import JsonObject, Path
 from flou_grpc.store.records import (
+    Appended,
     AppendRecord,
     ErrorRecord,
     EventRecord,
@@ -187,7 +188,7 @@ class Store(Protocol):
 
     def append_many(
         self, appends: Sequence[AppendRecord], max_bytes: int | None = None
-    ) -> list[tuple[list[Any], int] | Exception]:
+    ) -> list[Appended | Exception]:
         """Several appends, in order, committed together (one transaction where durable).
 
         Each append is what `append` would do alone, with its own event at its
@@ -196,9 +197,9 @@ class Store(Protocol):
         commit; the error is its outcome.
 
         Returns:
-            Per append, in order: the whole list after it and its revision, or
-            the error `append` would raise for it (InstanceNotFoundError,
-            KeyError, TypeError, LimitExceededError).
+            Per append, in order: its list (if `with_values`), the list's
+            length and its revision, or the error `append` would raise for it
+            (InstanceNotFoundError, KeyError, TypeError, LimitExceededError).
         """
         ...
 

@@ -101,7 +101,8 @@ class SqlDialect(ABC):
         now: datetime,
         event_row: Mapping[str, Any],
         measure: bool = False,
-    ) -> tuple[int, list[Any], int] | None:
+        with_values: bool = True,
+    ) -> tuple[int, list[Any] | None, int, int] | None:
         """Appends `value` to the list at `path`, revision + 1, in one statement; adds its event.
 
         Args:
@@ -113,12 +114,14 @@ class SqlDialect(ABC):
             event_row: The event row's columns but `instance_id` and `revision`.
             measure: Also answer the new document's length in JSON, as the
                 database writes it (else 0).
+            with_values: Answer the list (else None: it is not sent back).
 
         Returns:
-            The new revision, the list after the append and the length;
-            None when no row changed (no such instance, or no list at
-            `path`): then no event was added either. Other processes hear of
-            the event (`notify`) once the transaction commits.
+            The new revision, the list after the append (or None), the list's
+            length and the document's; None when no row changed (no such
+            instance, or no list at `path`): then no event was added either.
+            Other processes hear of the event (`notify`) once the transaction
+            commits.
         """
 
     @abstractmethod
@@ -237,11 +240,17 @@ class SqliteDialect(SqlDialect):
             "SET document = json_insert(document, :target, json(:value)), "
             "revision = revision + 1, update_time = :now "
             "WHERE id = :id AND json_type(document, :path) = 'array' "
-            "RETURNING revision, json_extract(document, :path) AS items, "
+            "RETURNING revision, "
+            "CASE WHEN :with_values THEN json_extract(document, :path) END AS items, "
+            "json_array_length(document, :path) AS length, "
             "CASE WHEN :measure THEN length(CAST(document AS BLOB)) ELSE 0 END AS size"
         )
-        .bindparams(bindparam("now", type_=UtcDateTime()), bindparam("measure", type_=Boolean()))
-        .columns(revision=BigInteger(), items=JSON(), size=BigInteger())
+        .bindparams(
+            bindparam("now", type_=UtcDateTime()),
+            bindparam("measure", type_=Boolean()),
+            bindparam("with_values", type_=Boolean()),
+        )
+        .columns(revision=BigInteger(), items=JSON(), length=BigInteger(), size=BigInteger())
     )
 
     def append(
@@ -253,7 +262,8 @@ class SqliteDialect(SqlDialect):
         now: datetime,
         event_row: Mapping[str, Any],
         measure: bool = False,
-    ) -> tuple[int, list[Any], int] | None:
+        with_values: bool = True,
+    ) -> tuple[int, list[Any] | None, int, int] | None:
         """`json_insert(document, '$."a"."b"[#]', json(:value))`, guarded by `json_type`.
 
         The event is a second statement: the transaction holds SQLite's write
@@ -269,6 +279,7 @@ class SqliteDialect(SqlDialect):
                 "value": dumps(value),
                 "now": now,
                 "measure": measure,
+                "with_values": with_values,
             },
         ).first()
         if row is None:
@@ -276,7 +287,7 @@ class SqliteDialect(SqlDialect):
         conn.execute(
             insert(events), {**event_row, "instance_id": instance_id, "revision": row.revision}
         )
-        return row.revision, row.items, row.size
+        return row.revision, row.items, row.length, row.size
 
     @staticmethod
     def json_path(path: Path) -> str:
@@ -356,7 +367,9 @@ class PostgresDialect(SqlDialect):
             "AND NOT EXISTS (SELECT 1 FROM generate_series(1, cardinality(CAST(:path AS text[]))"
             " - 1) AS depth WHERE jsonb_typeof(document #> (CAST(:path AS text[]))[1:depth])"
             " <> 'object') "
-            "RETURNING id, revision, document #> CAST(:path AS text[]) AS items, "
+            "RETURNING id, revision, "
+            "CASE WHEN :with_values THEN document #> CAST(:path AS text[]) END AS items, "
+            "jsonb_array_length(document #> CAST(:path AS text[])) AS length, "
             "CASE WHEN :measure THEN octet_length(CAST(document AS text)) ELSE 0 END AS size), "
             f"event AS (INSERT INTO {events.name} "
             "(instance_id, revision, kind, item, patch, fired, error, rejection, request_id, "
@@ -364,7 +377,8 @@ class PostgresDialect(SqlDialect):
             "SELECT id, revision, :kind, :item, :patch, :fired, :error, :rejection, "
             ":request_id, :create_time, :txn FROM appended) "
             # The notice goes out at commit.
-            f"SELECT revision, items, size, pg_notify('{EVENTS_CHANNEL}', id) FROM appended"
+            f"SELECT revision, items, length, size, pg_notify('{EVENTS_CHANNEL}', id) "
+            "FROM appended"
         )
         .bindparams(
             bindparam("path", type_=postgresql.ARRAY(Text)),
@@ -377,8 +391,9 @@ class PostgresDialect(SqlDialect):
             bindparam("rejection", type_=events.c.rejection.type),
             bindparam("create_time", type_=UtcDateTime()),
             bindparam("measure", type_=Boolean()),
+            bindparam("with_values", type_=Boolean()),
         )
-        .columns(revision=BigInteger(), items=JSONB(), size=BigInteger())
+        .columns(revision=BigInteger(), items=JSONB(), length=BigInteger(), size=BigInteger())
     )
 
     def append(
@@ -390,7 +405,8 @@ class PostgresDialect(SqlDialect):
         now: datetime,
         event_row: Mapping[str, Any],
         measure: bool = False,
-    ) -> tuple[int, list[Any], int] | None:
+        with_values: bool = True,
+    ) -> tuple[int, list[Any] | None, int, int] | None:
         """`jsonb_set(document, path, (document #> path) || jsonb_build_array(value))`, guarded.
 
         The event row is inserted, and other processes notified, by the same
@@ -406,9 +422,10 @@ class PostgresDialect(SqlDialect):
                 "value": value,
                 "now": now,
                 "measure": measure,
+                "with_values": with_values,
             },
         ).first()
-        return None if row is None else (row.revision, row.items, row.size)
+        return None if row is None else (row.revision, row.items, row.length, row.size)
 
     def insert(self, table: Table) -> Insert:
         """`postgresql.insert` (INSERT ... ON CONFLICT)."""

@@ -31,6 +31,7 @@ from flou_grpc.errors import (
 )
 from flou_grpc.store.base import LeaseLostError, MailboxNotEmptyError
 from flou_grpc.store.records import (
+    Appended,
     AppendRecord,
     ErrorRecord,
     EventRecord,
@@ -232,17 +233,20 @@ class MemoryStore:
 
     def append_many(
         self, appends: Sequence[AppendRecord], max_bytes: int | None = None
-    ) -> list[tuple[list[Any], int] | Exception]:
+    ) -> list[Appended | Exception]:
         """Appends in order, under one hold of the lock; see `Store.append_many`."""
-        outcomes: list[tuple[list[Any], int] | Exception] = []
+        outcomes: list[Appended | Exception] = []
         with self._lock:
             for one in appends:
                 try:
-                    outcomes.append(
-                        self.append(one.instance_id, one.path, one.value, one.event, "", max_bytes)
+                    values, revision = self.append(
+                        one.instance_id, one.path, one.value, one.event, "", max_bytes
                     )
                 except (InstanceNotFoundError, KeyError, TypeError, LimitExceededError) as exc:
                     outcomes.append(exc)
+                    continue
+                kept = values if one.with_values else None
+                outcomes.append(Appended(kept, len(values), revision))
         return outcomes
 
     # --- history ----------------------------------------------------------------------------

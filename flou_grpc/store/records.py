@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from flou_grpc.engine.document import JsonObject, Path
 from flou_grpc.engine.work import WorkItem
 
 __all__ = [
     "AppendRecord",
+    "Appended",
     "ErrorRecord",
     "EventRecord",
     "InstanceRecord",
@@ -82,6 +83,19 @@ class AppendRecord:
     value: Any
     event: EventRecord
     """The append's event (its revision and patch are set by the store)."""
+    with_values: bool = True
+    """Whether the outcome carries the list (else only its length: no read of it)."""
+
+
+class Appended(NamedTuple):
+    """What `Store.append_many` answers for one append that was made."""
+
+    values: list[Any] | None
+    """The whole list right after the append; None unless `with_values`."""
+    length: int
+    """How many values the list holds right after the append."""
+    revision: int
+    """The revision the append created."""
 
 
 @dataclass(frozen=True, slots=True)

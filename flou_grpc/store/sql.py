@@ -73,6 +73,7 @@ from flou_grpc.store.base import (
 )
 from flou_grpc.store.dialects import open_engine
 from flou_grpc.store.records import (
+    Appended,
     AppendRecord,
     ErrorRecord,
     EventRecord,
@@ -909,9 +910,10 @@ class SqlStore:
                 first = self._claim_append_key(conn, instance_id, dedup, now)
                 if first is not None:
                     return first
-            items, revision = self._append_in(
+            appended = self._append_in(
                 conn, instance_id, path, value, now, event_row, token, max_bytes, attempt > 1
             )
+            items, revision = appended.values or [], appended.revision
             if dedup:
                 conn.execute(
                     _FILL_APPEND, {"b_key": dedup, "b_revision": revision, "b_result": items}
@@ -922,7 +924,7 @@ class SqlStore:
 
     def append_many(
         self, appends: Sequence[AppendRecord], max_bytes: int | None = None
-    ) -> list[tuple[list[Any], int] | Exception]:
+    ) -> list[Appended | Exception]:
         """Several appends in one transaction; see `Store.append_many`.
 
         Each append is its `append` statement(s); the transaction commits
@@ -942,8 +944,8 @@ class SqlStore:
         refused: dict[int, Exception] = {}
         again = False  # run again after a refusal: earlier attempts may have committed
 
-        def body(conn: Connection, attempt: int) -> dict[int, tuple[list[Any], int] | Exception]:
-            outcomes: dict[int, tuple[list[Any], int] | Exception] = {}
+        def body(conn: Connection, attempt: int) -> dict[int, Appended | Exception]:
+            outcomes: dict[int, Appended | Exception] = {}
             for index in order:
                 if index in refused:
                     continue
@@ -959,6 +961,7 @@ class SqlStore:
                         tokens[index],
                         max_bytes,
                         again or attempt > 1,
+                        one.with_values,
                     )
                 except (InstanceNotFoundError, KeyError, TypeError) as exc:
                     outcomes[index] = exc  # its statement changed nothing
@@ -991,7 +994,8 @@ class SqlStore:
         token: str,
         max_bytes: int | None,
         retried: bool,
-    ) -> tuple[list[Any], int]:
+        with_values: bool = True,
+    ) -> Appended:
         """One append inside the caller's transaction: the list after it, and its revision.
 
         `retried`: an earlier attempt may have committed it, its answer lost;
@@ -1000,10 +1004,11 @@ class SqlStore:
         if retried and self._lock_instance(conn, instance_id) is not None:
             revision = self._committed(conn, instance_id, token)
             if revision is not None:
-                return self._list_at(conn, instance_id, path), revision
+                values = self._list_at(conn, instance_id, path)
+                return Appended(values if with_values else None, len(values), revision)
         for _ in range(_APPEND_TRIES):
             appended = self._dialect.append(
-                conn, instance_id, path, value, now, event_row, max_bytes is not None
+                conn, instance_id, path, value, now, event_row, max_bytes is not None, with_values
             )
             if appended is not None:
                 break
@@ -1014,10 +1019,10 @@ class SqlStore:
                 f"the {self.backend} append found no list at {pointer(path)!r} of "
                 f"instance {instance_id!r}, but a read finds one"
             )
-        revision, items, size = appended
+        revision, items, length, size = appended
         if max_bytes is not None and size > max_bytes:  # rolls the transaction back
             raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
-        return items, revision
+        return Appended(items, length, revision)
 
     def _claim_append_key(
         self, conn: Connection, instance_id: str, key: str, now: datetime

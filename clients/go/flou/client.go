@@ -368,19 +368,34 @@ type AppendOptions struct {
 // AtomicAppend appends value to the list at key; it returns the whole list
 // after the append and the instance's revision.
 func (c *Client) AtomicAppend(ctx context.Context, instanceID, key string, value any, opts *AppendOptions) ([]any, int64, error) {
+	resp, err := c.atomicAppend(ctx, instanceID, key, value, opts, flouv1.AppendView_APPEND_VIEW_FULL)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.GetValues().AsSlice(), resp.GetRevision(), nil
+}
+
+// AtomicAppendCount appends value to the list at key; it returns the list's
+// length after the append and the instance's revision, not the list itself
+// (APPEND_VIEW_BASIC): the call stays cheap however long the list grows.
+func (c *Client) AtomicAppendCount(ctx context.Context, instanceID, key string, value any, opts *AppendOptions) (int64, int64, error) {
+	resp, err := c.atomicAppend(ctx, instanceID, key, value, opts, flouv1.AppendView_APPEND_VIEW_BASIC)
+	if err != nil {
+		return 0, 0, err
+	}
+	return resp.GetLength(), resp.GetRevision(), nil
+}
+
+func (c *Client) atomicAppend(ctx context.Context, instanceID, key string, value any, opts *AppendOptions, view flouv1.AppendView) (*flouv1.AtomicAppendResponse, error) {
 	if opts == nil {
 		opts = &AppendOptions{}
 	}
 	v, err := structpb.NewValue(value)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	req := &flouv1.AtomicAppendRequest{InstanceId: instanceID, Fqn: opts.Fqn, Key: key, Value: v, RequestId: orID(opts.RequestID)}
-	resp, err := call(c, ctx, func(ctx context.Context) (*flouv1.AtomicAppendResponse, error) { return c.raw.AtomicAppend(ctx, req) })
-	if err != nil {
-		return nil, 0, err
-	}
-	return resp.GetValues().AsSlice(), resp.GetRevision(), nil
+	req := &flouv1.AtomicAppendRequest{InstanceId: instanceID, Fqn: opts.Fqn, Key: key, Value: v, RequestId: orID(opts.RequestID), View: view}
+	return call(c, ctx, func(ctx context.Context) (*flouv1.AtomicAppendResponse, error) { return c.raw.AtomicAppend(ctx, req) })
 }
 
 // GetInstance returns an instance at its current revision (view 0: full).

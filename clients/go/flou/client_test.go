@@ -106,9 +106,14 @@ func TestStartTransitionUpdateAppend(t *testing.T) {
 		t.Fatalf("append 2: %v %d %v", values2, revision2, err)
 	}
 
+	length, revision3, err := c.AtomicAppendCount(bg, instanceID, "tags", "third", nil)
+	if err != nil || length != 3 || revision3 != revision2+1 {
+		t.Fatalf("append count: %d %d %v", length, revision3, err)
+	}
+
 	full := must(c.GetInstance(bg, instanceID, flouv1.InstanceView_INSTANCE_VIEW_FULL)).get(t)
 	state := flou.State(full)
-	if !reflect.DeepEqual(state["order"], map[string]any{"total": 12.5}) || full.GetRevision() != revision2 {
+	if !reflect.DeepEqual(state["order"], map[string]any{"total": 12.5}) || full.GetRevision() != revision3 {
 		t.Fatalf("state: %v revision %d", state, full.GetRevision())
 	}
 	basic := must(c.GetInstance(bg, instanceID, flouv1.InstanceView_INSTANCE_VIEW_BASIC)).get(t)
@@ -117,7 +122,7 @@ func TestStartTransitionUpdateAppend(t *testing.T) {
 	}
 
 	page := must(c.GetHistory(bg, instanceID, 0, 2, "")).get(t)
-	if len(page.GetEvents()) != 2 || page.GetEvents()[0].GetRevision() != 1 || page.GetNextPageToken() == "" || page.GetCurrentRevision() != revision2 {
+	if len(page.GetEvents()) != 2 || page.GetEvents()[0].GetRevision() != 1 || page.GetNextPageToken() == "" || page.GetCurrentRevision() != revision3 {
 		t.Fatalf("history page: %v", page)
 	}
 	listed := must(c.ListInstances(bg, &flouv1.ListInstancesRequest{Machine: "linear"})).get(t)

@@ -236,11 +236,16 @@ class FlouClient:
         fqn: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
+        values: bool = True,
     ) -> AppendResult:
-        """Appends `value` to the list at `key` of node `fqn`, at once; returns the whole list."""
-        request = requests.atomic_append(instance_id, key, value, fqn, request_id)
+        """Appends `value` to the list at `key` of node `fqn`, at once; returns the whole list.
+
+        `values=False` asks for the list's length only: the answer stays small
+        however long the list grows.
+        """
+        request = requests.atomic_append(instance_id, key, value, fqn, request_id, values)
         response = self._call(self._stub.AtomicAppend, request, timeout)
-        return AppendResult(wire.from_list(response.values), response.revision)
+        return AppendResult(wire.from_list(response.values), response.revision, response.length)
 
     def get_instance(
         self,

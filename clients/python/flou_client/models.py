@@ -230,7 +230,10 @@ class AppendResult:
     """The answer of `atomic_append`: the whole list after the append, and its revision."""
 
     values: list[Any]
+    """Empty when asked for without values (`values=False`)."""
     revision: int
+    length: int
+    """How many values the list holds right after the append."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,15 +123,21 @@ def update_state(
 
 
 def atomic_append(
-    instance_id: str, key: str, value: object, fqn: str, request_id: str | None
+    instance_id: str,
+    key: str,
+    value: object,
+    fqn: str,
+    request_id: str | None,
+    values: bool = True,
 ) -> flou_service_pb2.AtomicAppendRequest:
-    """`AtomicAppendRequest`."""
+    """`AtomicAppendRequest` (`values` False: `APPEND_VIEW_BASIC`, the length only)."""
     return flou_service_pb2.AtomicAppendRequest(
         instance_id=instance_id,
         fqn=fqn,
         key=key,
         value=wire.to_value(value, "value"),
         request_id=request_id or new_request_id(),
+        view=flou_service_pb2.APPEND_VIEW_FULL if values else flou_service_pb2.APPEND_VIEW_BASIC,
     )
 
 

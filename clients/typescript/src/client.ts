@@ -22,6 +22,7 @@ import {
 } from "@grpc/grpc-js";
 
 import {
+  AppendView,
   AtomicAppendRequest,
   type AtomicAppendResponse,
   DescribeMachineRequest,
@@ -140,6 +141,8 @@ export interface UpdateStateOpts extends MutationOpts {
 export interface AtomicAppendOpts extends MutationOpts {
   /** The node holding the list; default the root. */
   fqn?: string;
+  /** false: answer the list's length only (APPEND_VIEW_BASIC), however long it grows. */
+  values?: boolean;
 }
 
 export interface ListInstancesOpts extends CallOpts {
@@ -297,20 +300,25 @@ export class FlouClient {
     key: string,
     value: Json,
     opts: AtomicAppendOpts = {},
-  ): Promise<{ values: Json[]; revision: number }> {
+  ): Promise<{ values: Json[]; revision: number; length: number }> {
     const request = AtomicAppendRequest.fromPartial({
       instanceId,
       fqn: opts.fqn ?? "",
       key,
       value,
       requestId: opts.requestId ?? randomUUID(),
+      view: opts.values === false ? AppendView.APPEND_VIEW_BASIC : AppendView.APPEND_VIEW_FULL,
     });
     const response = await this.unary<AtomicAppendRequest, AtomicAppendResponse>(
       (r, m, o, cb) => this.stub.atomicAppend(r, m, o, cb),
       request,
       opts,
     );
-    return { values: (response.values ?? []) as Json[], revision: response.revision };
+    return {
+      values: (response.values ?? []) as Json[],
+      revision: response.revision,
+      length: response.length,
+    };
   }
 
   /** Schedules again the failed steps of an instance (all of them when `workItemIds` is empty). */

@@ -122,12 +122,15 @@ describe("calls", () => {
     const again = await client.atomicAppend(id, "tags", { by: "ops", ok: true });
     assert.deepEqual(again.values, ["urgent", { by: "ops", ok: true }]);
     assert.equal(again.revision, appended.revision + 1);
+    assert.equal(again.length, 2);
+    const counted = await client.atomicAppend(id, "tags", "third", { values: false });
+    assert.deepEqual([counted.values, counted.length, counted.revision], [[], 3, again.revision + 1]);
     const leaf = await client.atomicAppend(id, "runs", { manual: true }, { fqn: "linear.a" });
     assert.deepEqual(leaf.values.at(-1), { manual: true });
 
     const state = (await client.getInstance(id)).state;
     assert.deepEqual(state?.order, { total: 12.5 });
-    assert.deepEqual(state?.tags, ["urgent", { by: "ops", ok: true }]);
+    assert.deepEqual(state?.tags, ["urgent", { by: "ops", ok: true }, "third"]);
 
     const page = await client.getHistory(id, { pageSize: 2 });
     assert.deepEqual(page.events.map((e) => e.revision), [1, 2]);
@@ -143,7 +146,7 @@ describe("calls", () => {
     );
     assert.equal(events[0].kind, EventKind.EVENT_KIND_STARTED);
     assert.equal(events.filter((e) => e.kind === EventKind.EVENT_KIND_STATE_UPDATED).length, 2);
-    assert.equal(events.filter((e) => e.kind === EventKind.EVENT_KIND_APPENDED).length, 3);
+    assert.equal(events.filter((e) => e.kind === EventKind.EVENT_KIND_APPENDED).length, 4);
   });
 
   test("retry errors with nothing failed retries nothing", async () => {

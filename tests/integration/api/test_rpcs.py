@@ -591,6 +591,7 @@ async def test_atomic_append_returns_the_whole_list(stub):
     )
     assert plain(first.values) == [{"n": 1}]
     assert plain(second.values) == [{"n": 1}, "two"]
+    assert (first.length, second.length) == (1, 2)
     assert second.revision == first.revision + 1
     nested_append = await stub.AtomicAppend(
         pb.AtomicAppendRequest(instance_id="ap-1", fqn="lists", key="nested.inner", value=value(3))
@@ -600,6 +601,61 @@ async def test_atomic_append_returns_the_whole_list(stub):
     assert [e.kind for e in events[-3:]] == [instance_pb2.EVENT_KIND_APPENDED] * 3
     got = await stub.GetInstance(pb.GetInstanceRequest(instance_id="ap-1"), timeout=T)
     assert plain(got.instance.state)["items"] == [{"n": 1}, "two"]
+
+
+@pytest.mark.parametrize(("fqn", "key"), [("", "items"), ("lists", "nested.inner")])
+async def test_atomic_append_basic_view_answers_the_length_without_the_values(stub, fqn, key):
+    instance_id = f"ap-basic-{len(fqn)}"
+    await start(stub, "lists", instance_id)
+    full = await stub.AtomicAppend(
+        pb.AtomicAppendRequest(
+            instance_id=instance_id, fqn=fqn, key=key, value=value("a"), view=pb.APPEND_VIEW_FULL
+        ),
+        timeout=T,
+    )
+    basic = [
+        await stub.AtomicAppend(
+            pb.AtomicAppendRequest(
+                instance_id=instance_id,
+                fqn=fqn,
+                key=key,
+                value=value(n),
+                view=pb.APPEND_VIEW_BASIC,
+            ),
+            timeout=T,
+        )
+        for n in range(3)
+    ]
+    assert (plain(full.values), full.length) == (["a"], 1)
+    assert [(b.HasField("values"), b.length) for b in basic] == [
+        (False, 2),
+        (False, 3),
+        (False, 4),
+    ]
+    assert [b.revision for b in basic] == [full.revision + 1, full.revision + 2, full.revision + 3]
+    got = await stub.GetInstance(pb.GetInstanceRequest(instance_id=instance_id), timeout=T)
+    state = plain(got.instance.state)
+    assert (state["items"] if not fqn else state["nested"]["inner"]) == ["a", 0, 1, 2]
+
+
+async def test_atomic_append_basic_view_replays_and_is_part_of_the_request_id_body(stub, fails):
+    await start(stub, "lists", "ap-5")
+    request = pb.AtomicAppendRequest(
+        instance_id="ap-5",
+        key="items",
+        value=value("once"),
+        request_id="ap-basic-req",
+        view=pb.APPEND_VIEW_BASIC,
+    )
+    first = await stub.AtomicAppend(request, timeout=T)
+    again = await stub.AtomicAppend(request, timeout=T)
+    assert (again.length, again.revision) == (first.length, first.revision) == (1, first.revision)
+    assert not again.HasField("values")
+    full = pb.AtomicAppendRequest()
+    full.CopyFrom(request)
+    full.view = pb.APPEND_VIEW_FULL
+    error = await fails(stub.AtomicAppend(full, timeout=T))
+    assert error.reason == "ERROR_REASON_REQUEST_ID_REUSED"
 
 
 async def test_atomic_appends_in_parallel_are_never_lost(stub):

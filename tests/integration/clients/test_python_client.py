@@ -115,12 +115,14 @@ def test_update_state_append_and_history(client: FlouClient):
     again = client.atomic_append(instance_id, "tags", {"by": "ops"})
     assert again.values == ["urgent", {"by": "ops"}]
     assert again.revision == appended.revision + 1
+    counted = client.atomic_append(instance_id, "tags", "third", values=False)
+    assert (counted.values, counted.length, counted.revision) == ([], 3, again.revision + 1)
     leaf = client.atomic_append(instance_id, "runs", {"manual": True}, fqn="linear.a")
     assert leaf.values[-1] == {"manual": True}
 
     state = client.get_instance(instance_id).state
     assert state is not None
-    assert (state["order"], state["tags"]) == ({"total": 12.5}, ["urgent", {"by": "ops"}])
+    assert (state["order"], state["tags"]) == ({"total": 12.5}, ["urgent", {"by": "ops"}, "third"])
 
     page = client.get_history(instance_id, page_size=2)
     assert [e.revision for e in page.events] == [1, 2]
@@ -131,7 +133,7 @@ def test_update_state_append_and_history(client: FlouClient):
     assert events[0].kind is EventKind.STARTED
     kinds = [e.kind for e in events]
     assert kinds.count(EventKind.STATE_UPDATED) == 2
-    assert kinds.count(EventKind.APPENDED) == 3
+    assert kinds.count(EventKind.APPENDED) == 4
     assert all(isinstance(op, dict) and "op" in op for e in events for op in e.patch)
     later = list(client.iter_history(instance_id, from_revision=leaf.revision - 1))
     assert [e.revision for e in later] == [leaf.revision - 1, leaf.revision]

@@ -654,7 +654,12 @@ def test_append_many_commits_each_append_as_its_own_step_in_order(store):
         ]
     )
 
-    assert outcomes == [(["x", "a"], 2), ([1], 2), ([{"b": [2]}], 3), (["x", "a", "c"], 4)]
+    assert outcomes == [
+        (["x", "a"], 2, 2),
+        ([1], 1, 2),
+        ([{"b": [2]}], 1, 3),
+        (["x", "a", "c"], 3, 4),
+    ]
     document = {"log": ["x", "a", "c"], "node": {"items": [{"b": [2]}]}}
     assert store.instance("i-2").document == document
     assert store.instance("i-2").revision == 4
@@ -689,17 +694,32 @@ def test_append_many_answers_a_refused_append_with_its_error_and_commits_the_res
         max_bytes=100,
     )
 
-    assert outcomes[0] == (["kept"], 2)
+    assert outcomes[0] == (["kept"], 1, 2)
     assert isinstance(outcomes[1], InstanceNotFoundError)
     assert isinstance(outcomes[2], KeyError)
     assert isinstance(outcomes[3], TypeError)
     assert str(outcomes[3]) == "string"
     assert isinstance(outcomes[4], LimitExceededError)
-    assert outcomes[5] == (["small"], 2)
+    assert outcomes[5] == (["small"], 1, 2)
     assert store.instance("i-1").document == {"log": ["kept"], "text": "x"}
     assert store.instance("i-1").revision == 2
     assert [e.revision for e in store.events("i-2")] == [1, 2]
     assert store.instance("i-2").document == {"log": ["small"]}
+
+
+def test_append_many_without_values_answers_the_length_only(store):
+    make(store, document={"log": ["x"], "node": {"items": []}})
+
+    outcomes = store.append_many(
+        [
+            AppendRecord("i-1", ("log",), "a", step("appended"), with_values=False),
+            AppendRecord("i-1", ("node", "items"), 1, step("appended"), with_values=False),
+            appending("i-1", ("log",), "b"),
+        ]
+    )
+
+    assert outcomes == [(None, 2, 2), (None, 1, 3), (["x", "a", "b"], 3, 4)]
+    assert store.instance("i-1").document == {"log": ["x", "a", "b"], "node": {"items": [1]}}
 
 
 def test_append_many_of_nothing_commits_nothing(store):
@@ -722,7 +742,7 @@ def test_concurrent_batches_over_the_same_instances_keep_every_value_once(store)
             if t % 2:
                 order.reverse()
             batch = [appending(i, ("log",), [t, r]) for i in order]
-            for one, (values, revision) in zip(batch, store.append_many(batch), strict=True):
+            for one, (values, _, revision) in zip(batch, store.append_many(batch), strict=True):
                 assert values[revision - 2] == one.value
 
     with ThreadPoolExecutor(threads) as pool:
@@ -1146,7 +1166,7 @@ def test_a_batch_of_appends_whose_answer_was_lost_is_applied_once(sql_store, cap
         outcomes = sql_store.append_many(
             [appending("i-1", ("log",), "a"), appending("i-2", ("log",), "b")]
         )
-    assert outcomes == [(["a"], 2), (["b"], 2)]
+    assert outcomes == [(["a"], 1, 2), (["b"], 1, 2)]
     assert sql_store.instance("i-1").document == {"log": ["a"]}
     assert sql_store.instance("i-2").document == {"log": ["b"]}
     assert retries(caplog)
@@ -1164,9 +1184,9 @@ def test_a_batch_run_again_without_an_append_over_the_limit_rolled_that_one_back
         ],
         max_bytes=100,
     )
-    assert outcomes[0] == (["a"], 2)
+    assert outcomes[0] == (["a"], 1, 2)
     assert isinstance(outcomes[1], LimitExceededError)
-    assert outcomes[2] == (["a", "b"], 3)
+    assert outcomes[2] == (["a", "b"], 2, 3)
     assert [e.revision for e in sql_store.events("i-1")] == [1, 2, 3]
 
 

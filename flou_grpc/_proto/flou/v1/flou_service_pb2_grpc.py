@@ -157,7 +157,8 @@ class FlouServiceServicer:
     def AtomicAppend(self, request, context):
         """Appends one value to a list in the state of a node, atomically and at
         once (not behind pending work), and answers with the whole list after the
-        append. Concurrent appends are never lost. The name breaks AIP-136's
+        append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+        are never lost. The name breaks AIP-136's
         verb-noun rule on purpose: it is the name of the Flou API
         (`atomic_state_append`) that users already know.
 

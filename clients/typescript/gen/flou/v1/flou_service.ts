@@ -40,6 +40,52 @@ export const protobufPackage = "flou.v1";
 
 export const protobufFileName = "flou/v1/flou_service.proto";
 
+/** What an `AtomicAppend` answers with. */
+export enum AppendView {
+  /** APPEND_VIEW_UNSPECIFIED - Not set: `APPEND_VIEW_FULL`. */
+  APPEND_VIEW_UNSPECIFIED = 0,
+  /**
+   * APPEND_VIEW_BASIC - The list's length and the revision, not its values: the cost of the call
+   * does not grow with the list (for logs, counters and joins).
+   */
+  APPEND_VIEW_BASIC = 1,
+  /** APPEND_VIEW_FULL - The whole list right after the append, its length and the revision. */
+  APPEND_VIEW_FULL = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function appendViewFromJSON(object: any): AppendView {
+  switch (object) {
+    case 0:
+    case "APPEND_VIEW_UNSPECIFIED":
+      return AppendView.APPEND_VIEW_UNSPECIFIED;
+    case 1:
+    case "APPEND_VIEW_BASIC":
+      return AppendView.APPEND_VIEW_BASIC;
+    case 2:
+    case "APPEND_VIEW_FULL":
+      return AppendView.APPEND_VIEW_FULL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AppendView.UNRECOGNIZED;
+  }
+}
+
+export function appendViewToJSON(object: AppendView): string {
+  switch (object) {
+    case AppendView.APPEND_VIEW_UNSPECIFIED:
+      return "APPEND_VIEW_UNSPECIFIED";
+    case AppendView.APPEND_VIEW_BASIC:
+      return "APPEND_VIEW_BASIC";
+    case AppendView.APPEND_VIEW_FULL:
+      return "APPEND_VIEW_FULL";
+    case AppendView.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * When a mutating call answers. Every wait is bounded by the call's deadline:
  * past it the call fails with DEADLINE_EXCEEDED `ERROR_REASON_DEADLINE_EXCEEDED`
@@ -257,16 +303,23 @@ export interface AtomicAppendRequest {
    * answers with the list as it was after the first append.
    */
   requestId: string;
+  /** What the answer carries. Unspecified: `APPEND_VIEW_FULL`, the whole list. */
+  view: AppendView;
 }
 
 /** Response of `AtomicAppend`. */
 export interface AtomicAppendResponse {
-  /** The whole list right after the append, appends of others included. */
+  /**
+   * The whole list right after the append, appends of others included.
+   * Empty in `APPEND_VIEW_BASIC`.
+   */
   values?:
     | Array<any>
     | undefined;
   /** The revision the append created. */
   revision: number;
+  /** How many values the list holds right after the append, in every view. */
+  length: number;
 }
 
 /** Request of `Watch`. */
@@ -1343,7 +1396,7 @@ export const UpdateStateResponse: MessageFns<UpdateStateResponse> = {
 };
 
 function createBaseAtomicAppendRequest(): AtomicAppendRequest {
-  return { instanceId: "", fqn: "", key: "", value: undefined, requestId: "" };
+  return { instanceId: "", fqn: "", key: "", value: undefined, requestId: "", view: 0 };
 }
 
 export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
@@ -1362,6 +1415,9 @@ export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(42).string(message.requestId);
+    }
+    if (message.view !== 0) {
+      writer.uint32(48).int32(message.view);
     }
     return writer;
   },
@@ -1419,6 +1475,14 @@ export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1446,6 +1510,7 @@ export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      view: isSet(object.view) ? appendViewFromJSON(object.view) : 0,
     };
   },
 
@@ -1466,6 +1531,9 @@ export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.view !== 0) {
+      obj.view = appendViewToJSON(message.view);
+    }
     return obj;
   },
 
@@ -1479,12 +1547,13 @@ export const AtomicAppendRequest: MessageFns<AtomicAppendRequest> = {
     message.key = object.key ?? "";
     message.value = object.value === undefined ? undefined : object.value;
     message.requestId = object.requestId ?? "";
+    message.view = object.view ?? 0;
     return message;
   },
 };
 
 function createBaseAtomicAppendResponse(): AtomicAppendResponse {
-  return { values: undefined, revision: 0 };
+  return { values: undefined, revision: 0, length: 0 };
 }
 
 export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
@@ -1494,6 +1563,9 @@ export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.length !== 0) {
+      writer.uint32(24).int64(message.length);
     }
     return writer;
   },
@@ -1527,6 +1599,14 @@ export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.length = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1543,6 +1623,7 @@ export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
     return {
       values: globalThis.Array.isArray(object.values) ? [...object.values] : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      length: isSet(object.length) ? globalThis.Number(object.length) : 0,
     };
   },
 
@@ -1554,6 +1635,9 @@ export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.length !== 0) {
+      obj.length = Math.round(message.length);
+    }
     return obj;
   },
 
@@ -1564,6 +1648,7 @@ export const AtomicAppendResponse: MessageFns<AtomicAppendResponse> = {
     const message = createBaseAtomicAppendResponse();
     message.values = object.values ?? undefined;
     message.revision = object.revision ?? 0;
+    message.length = object.length ?? 0;
     return message;
   },
 };
@@ -3299,7 +3384,8 @@ export const FlouServiceService = {
   /**
    * Appends one value to a list in the state of a node, atomically and at
    * once (not behind pending work), and answers with the whole list after the
-   * append. Concurrent appends are never lost. The name breaks AIP-136's
+   * append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+   * are never lost. The name breaks AIP-136's
    * verb-noun rule on purpose: it is the name of the Flou API
    * (`atomic_state_append`) that users already know.
    *
@@ -3506,7 +3592,8 @@ export interface FlouServiceServer extends UntypedServiceImplementation {
   /**
    * Appends one value to a list in the state of a node, atomically and at
    * once (not behind pending work), and answers with the whole list after the
-   * append. Concurrent appends are never lost. The name breaks AIP-136's
+   * append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+   * are never lost. The name breaks AIP-136's
    * verb-noun rule on purpose: it is the name of the Flou API
    * (`atomic_state_append`) that users already know.
    *
@@ -3676,7 +3763,8 @@ export interface FlouServiceClient extends Client {
   /**
    * Appends one value to a list in the state of a node, atomically and at
    * once (not behind pending work), and answers with the whole list after the
-   * append. Concurrent appends are never lost. The name breaks AIP-136's
+   * append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+   * are never lost. The name breaks AIP-136's
    * verb-noun rule on purpose: it is the name of the Flou API
    * (`atomic_state_append`) that users already know.
    *

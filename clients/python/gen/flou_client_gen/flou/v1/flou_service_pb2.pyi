@@ -35,6 +35,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _AppendView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AppendViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AppendView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPEND_VIEW_UNSPECIFIED: _AppendView.ValueType  # 0
+    """Not set: `APPEND_VIEW_FULL`."""
+    APPEND_VIEW_BASIC: _AppendView.ValueType  # 1
+    """The list's length and the revision, not its values: the cost of the call
+    does not grow with the list (for logs, counters and joins).
+    """
+    APPEND_VIEW_FULL: _AppendView.ValueType  # 2
+    """The whole list right after the append, its length and the revision."""
+
+class AppendView(_AppendView, metaclass=_AppendViewEnumTypeWrapper):
+    """What an `AtomicAppend` answers with."""
+
+APPEND_VIEW_UNSPECIFIED: AppendView.ValueType  # 0
+"""Not set: `APPEND_VIEW_FULL`."""
+APPEND_VIEW_BASIC: AppendView.ValueType  # 1
+"""The list's length and the revision, not its values: the cost of the call
+does not grow with the list (for logs, counters and joins).
+"""
+APPEND_VIEW_FULL: AppendView.ValueType  # 2
+"""The whole list right after the append, its length and the revision."""
+Global___AppendView: _TypeAlias = AppendView  # noqa: Y015
+
 class _WaitMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -368,6 +396,7 @@ class AtomicAppendRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """The instance to append to."""
     fqn: _builtins.str
@@ -380,6 +409,8 @@ class AtomicAppendRequest(_message.Message):
     """Makes the call idempotent: a repeated request appends nothing more and
     answers with the list as it was after the first append.
     """
+    view: Global___AppendView.ValueType
+    """What the answer carries. Unspecified: `APPEND_VIEW_FULL`, the whole list."""
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
         """The JSON value to append."""
@@ -392,10 +423,11 @@ class AtomicAppendRequest(_message.Message):
         key: _builtins.str = ...,
         value: _struct_pb2.Value | None = ...,
         request_id: _builtins.str = ...,
+        view: Global___AppendView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fqn", b"fqn", "instance_id", b"instance_id", "key", b"key", "request_id", b"request_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fqn", b"fqn", "instance_id", b"instance_id", "key", b"key", "request_id", b"request_id", "value", b"value", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -409,21 +441,27 @@ class AtomicAppendResponse(_message.Message):
 
     VALUES_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The revision the append created."""
+    length: _builtins.int
+    """How many values the list holds right after the append, in every view."""
     @_builtins.property
     def values(self) -> _struct_pb2.ListValue:
-        """The whole list right after the append, appends of others included."""
+        """The whole list right after the append, appends of others included.
+        Empty in `APPEND_VIEW_BASIC`.
+        """
 
     def __init__(
         self,
         *,
         values: _struct_pb2.ListValue | None = ...,
         revision: _builtins.int = ...,
+        length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "revision", b"revision", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -87,7 +87,8 @@ class FlouServiceStub:
     AtomicAppend: _grpc.UnaryUnaryMultiCallable[_flou_service_pb2.AtomicAppendRequest, _flou_service_pb2.AtomicAppendResponse]
     """Appends one value to a list in the state of a node, atomically and at
     once (not behind pending work), and answers with the whole list after the
-    append. Concurrent appends are never lost. The name breaks AIP-136's
+    append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+    are never lost. The name breaks AIP-136's
     verb-noun rule on purpose: it is the name of the Flou API
     (`atomic_state_append`) that users already know.
 
@@ -209,7 +210,8 @@ class FlouServiceAsyncStub(FlouServiceStub):
     AtomicAppend: _aio.UnaryUnaryMultiCallable[_flou_service_pb2.AtomicAppendRequest, _flou_service_pb2.AtomicAppendResponse]  # type: ignore[assignment]
     """Appends one value to a list in the state of a node, atomically and at
     once (not behind pending work), and answers with the whole list after the
-    append. Concurrent appends are never lost. The name breaks AIP-136's
+    append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+    are never lost. The name breaks AIP-136's
     verb-noun rule on purpose: it is the name of the Flou API
     (`atomic_state_append`) that users already know.
 
@@ -352,7 +354,8 @@ class FlouServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_flou_service_pb2.AtomicAppendResponse, _abc.Awaitable[_flou_service_pb2.AtomicAppendResponse]]:
         """Appends one value to a list in the state of a node, atomically and at
         once (not behind pending work), and answers with the whole list after the
-        append. Concurrent appends are never lost. The name breaks AIP-136's
+        append (or, with `APPEND_VIEW_BASIC`, only its length). Concurrent appends
+        are never lost. The name breaks AIP-136's
         verb-noun rule on purpose: it is the name of the Flou API
         (`atomic_state_append`) that users already know.
 
