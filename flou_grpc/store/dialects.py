@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -29,6 +30,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 
+import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -74,6 +77,16 @@ def _notify_params(notices: Sequence[tuple[str, str]]) -> dict[str, str]:
     for n, (channel, payload) in enumerate(notices):
         params[f"channel{n}"], params[f"payload{n}"] = channel, payload
     return params
+
+
+AppendCall = tuple[str, Path, Any, datetime, Mapping[str, Any], bool, bool]
+"""The arguments of one `SqlDialect.append` after the connection."""
+
+_EVENT_JSON = ("item", "patch", "fired", "error", "rejection")
+
+
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 class SqlDialect(ABC):
@@ -123,6 +136,12 @@ class SqlDialect(ABC):
             Other processes hear of the event (`notify`) once the transaction
             commits.
         """
+
+    def append_all(
+        self, conn: Connection, appends: Sequence[AppendCall]
+    ) -> list[tuple[int, list[Any] | None, int, int] | None]:
+        """`append` for each of `appends`, in order, in the caller's transaction."""
+        return [self.append(conn, *call) for call in appends]
 
     @abstractmethod
     def insert(self, table: Table) -> Insert:
@@ -354,32 +373,37 @@ class PostgresDialect(SqlDialect):
     def configure(self, engine: Engine) -> None:
         """Nothing to install: psycopg and SQLAlchemy's defaults fit."""
 
+    _APPEND_SQL = (
+        "WITH appended AS ("
+        f"UPDATE {instances.name} "
+        "SET document = jsonb_set(document, CAST(:path AS text[]), "
+        "(document #> CAST(:path AS text[])) || jsonb_build_array(CAST(:value AS jsonb)), "
+        "false), "
+        "revision = revision + 1, update_time = :now "
+        "WHERE id = :id AND jsonb_typeof(document #> CAST(:path AS text[])) = 'array' "
+        # Keys name object members only: `#>` would also index into arrays.
+        "AND NOT EXISTS (SELECT 1 FROM generate_series(1, cardinality(CAST(:path AS text[]))"
+        " - 1) AS depth WHERE jsonb_typeof(document #> (CAST(:path AS text[]))[1:depth])"
+        " <> 'object') "
+        "RETURNING id, revision, "
+        "CASE WHEN :with_values THEN document #> CAST(:path AS text[]) END AS items, "
+        "jsonb_array_length(document #> CAST(:path AS text[])) AS length, "
+        "CASE WHEN :measure THEN octet_length(CAST(document AS text)) ELSE 0 END AS size), "
+        f"event AS (INSERT INTO {events.name} "
+        "(instance_id, revision, kind, item, patch, fired, error, rejection, request_id, "
+        "create_time, txn) "
+        "SELECT id, revision, CAST(:kind AS text), CAST(:item AS jsonb), CAST(:patch AS jsonb), "
+        "CAST(:fired AS jsonb), CAST(:error AS jsonb), CAST(:rejection AS jsonb), "
+        "CAST(:request_id AS text), CAST(:create_time AS timestamptz), CAST(:txn AS text) "
+        "FROM appended) "
+        # The notice goes out at commit.
+        f"SELECT revision, items, length, size, pg_notify('{EVENTS_CHANNEL}', id) "
+        "FROM appended"
+    )
+    # The same statement for psycopg's own executemany (pipelined: one round trip).
+    _APPEND_PIPELINED = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _APPEND_SQL)
     _APPEND = (
-        text(
-            "WITH appended AS ("
-            f"UPDATE {instances.name} "
-            "SET document = jsonb_set(document, CAST(:path AS text[]), "
-            "(document #> CAST(:path AS text[])) || jsonb_build_array(CAST(:value AS jsonb)), "
-            "false), "
-            "revision = revision + 1, update_time = :now "
-            "WHERE id = :id AND jsonb_typeof(document #> CAST(:path AS text[])) = 'array' "
-            # Keys name object members only: `#>` would also index into arrays.
-            "AND NOT EXISTS (SELECT 1 FROM generate_series(1, cardinality(CAST(:path AS text[]))"
-            " - 1) AS depth WHERE jsonb_typeof(document #> (CAST(:path AS text[]))[1:depth])"
-            " <> 'object') "
-            "RETURNING id, revision, "
-            "CASE WHEN :with_values THEN document #> CAST(:path AS text[]) END AS items, "
-            "jsonb_array_length(document #> CAST(:path AS text[])) AS length, "
-            "CASE WHEN :measure THEN octet_length(CAST(document AS text)) ELSE 0 END AS size), "
-            f"event AS (INSERT INTO {events.name} "
-            "(instance_id, revision, kind, item, patch, fired, error, rejection, request_id, "
-            "create_time, txn) "
-            "SELECT id, revision, :kind, :item, :patch, :fired, :error, :rejection, "
-            ":request_id, :create_time, :txn FROM appended) "
-            # The notice goes out at commit.
-            f"SELECT revision, items, length, size, pg_notify('{EVENTS_CHANNEL}', id) "
-            "FROM appended"
-        )
+        text(_APPEND_SQL)
         .bindparams(
             bindparam("path", type_=postgresql.ARRAY(Text)),
             bindparam("value", type_=JSONB()),
@@ -426,6 +450,55 @@ class PostgresDialect(SqlDialect):
             },
         ).first()
         return None if row is None else (row.revision, row.items, row.length, row.size)
+
+    def append_all(
+        self, conn: Connection, appends: Sequence[AppendCall]
+    ) -> list[tuple[int, list[Any] | None, int, int] | None]:
+        """`append` for each of `appends`, in order, in one round trip (psycopg's pipeline).
+
+        The statement is `_APPEND` as is, run by psycopg's own `executemany`
+        on the transaction's connection: SQLAlchemy would take one round trip
+        and one result object per append. Its errors come back as
+        SQLAlchemy's, so that retries and the pool see them as they would.
+        """
+        driver: Any = conn.connection.driver_connection
+        params = [
+            {
+                **{key: _jsonb(event_row[key]) for key in _EVENT_JSON},
+                "kind": event_row["kind"],
+                "request_id": event_row["request_id"],
+                "create_time": event_row["create_time"],
+                "txn": event_row["txn"],
+                "id": instance_id,
+                "path": list(path),
+                "value": Jsonb(value),
+                "now": now,
+                "measure": measure,
+                "with_values": with_values,
+            }
+            for instance_id, path, value, now, event_row, measure, with_values in appends
+        ]
+        try:
+            with driver.cursor() as cursor:
+                cursor.executemany(self._APPEND_PIPELINED, params, returning=True)
+                rows: list[tuple[int, list[Any] | None, int, int] | None] = []
+                while True:
+                    row = cursor.fetchone()
+                    rows.append(None if row is None else (row[0], row[1], row[2], row[3]))
+                    if not cursor.nextset():
+                        break
+        except psycopg.Error as exc:
+            invalidated = driver.broken or driver.closed
+            if invalidated:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                self._APPEND_PIPELINED,
+                None,
+                exc,
+                psycopg.Error,
+                connection_invalidated=bool(invalidated),
+            ) from exc
+        return rows
 
     def insert(self, table: Table) -> Insert:
         """`postgresql.insert` (INSERT ... ON CONFLICT)."""

@@ -934,6 +934,8 @@ class SqlStore:
         without it. Rows are locked in instance order, so two batches never
         wait on each other in a cycle.
         """
+        if not appends:
+            return []
         now = utcnow()
         tokens = [_token() for _ in appends]
         rows = [
@@ -945,6 +947,8 @@ class SqlStore:
         again = False  # run again after a refusal: earlier attempts may have committed
 
         def body(conn: Connection, attempt: int) -> dict[int, Appended | Exception]:
+            if not again and attempt == 1:
+                return at_once(conn)
             outcomes: dict[int, Appended | Exception] = {}
             for index in order:
                 if index in refused:
@@ -969,11 +973,42 @@ class SqlStore:
                     raise _Refused(index, exc) from None
             return outcomes
 
+        def at_once(conn: Connection) -> dict[int, Appended | Exception]:
+            """The first attempt: every statement sent together (`SqlDialect.append_all`)."""
+            measure = max_bytes is not None
+            results = self._dialect.append_all(
+                conn,
+                [
+                    (one.instance_id, one.path, one.value, now, rows[i], measure, one.with_values)
+                    for i in order
+                    for one in (appends[i],)
+                ],
+            )
+            outcomes: dict[int, Appended | Exception] = {}
+            for index, result in zip(order, results, strict=True):
+                one = appends[index]
+                if result is None:  # no row changed: why is the answer
+                    try:
+                        self._list_at(conn, one.instance_id, one.path)
+                    except (InstanceNotFoundError, KeyError, TypeError) as exc:
+                        outcomes[index] = exc
+                        continue
+                    raise _Refused(index, None)  # a list got there meanwhile: one at a time
+                revision, items, length, size = result
+                if max_bytes is not None and size > max_bytes:
+                    raise _Refused(
+                        index, LimitExceededError("state", "max_state_bytes", max_bytes, size)
+                    )
+                outcomes[index] = Appended(items, length, revision)
+            return outcomes
+
         while True:
             try:
                 outcomes = self._run("append", body)
             except _Refused as refusal:
-                refused[refusal.index], again = refusal.error, True
+                if refusal.error is not None:
+                    refused[refusal.index] = refusal.error
+                again = True
                 continue
             return [refused.get(index) or outcomes[index] for index in range(len(appends))]
 
@@ -1233,9 +1268,14 @@ class SqlStore:
 
 
 class _Refused(Exception):
-    """An append of `append_many` that changed its row and must not commit."""
+    """An append of `append_many` that must not commit as it was sent.
 
-    def __init__(self, index: int, error: Exception) -> None:
+    With `error`: it changed its row, over a limit; the batch runs again
+    without it. None: it found no list that is there now; the batch runs
+    again one append at a time.
+    """
+
+    def __init__(self, index: int, error: Exception | None) -> None:
         super().__init__(str(error))
         self.index, self.error = index, error
 

@@ -1076,15 +1076,14 @@ def test_run_retrying_retries_real_transient_errors_only(sqlite_url):
     store.close()
 
 
-@pytest.mark.postgres
-def test_postgres_connection_killed_mid_transaction_is_retried(postgres_url, caplog):
-    store = SqlStore(postgres_url, retry=TEST_RETRY)
-    make(store)
+def _killed_while_waiting_for_the_row_lock(postgres_url: str, call: Any) -> Any:
+    """Runs `call()` while another transaction holds i-1's row lock, kills the connection
+    `call` waits on, then lets the lock go; returns what `call` returned."""
     dsn = _libpq(postgres_url)
     with psycopg.connect(dsn) as blocker, psycopg.connect(dsn, autocommit=True) as admin:
         blocker.execute("SELECT 1 FROM flou_instances WHERE id = 'i-1' FOR UPDATE")
-        with ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING, STORE_LOGGER):
-            queued = pool.submit(store.enqueue, "i-1", [work("w-2")])
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(call)
             waiting = None
             for _ in range(200):
                 waiting = admin.execute(
@@ -1094,14 +1093,46 @@ def test_postgres_connection_killed_mid_transaction_is_retried(postgres_url, cap
                 if waiting:
                     break
                 time.sleep(0.01)
-            assert waiting, "the enqueue never waited for the row lock"
+            assert waiting, "the call never waited for the row lock"
             admin.execute("SELECT pg_terminate_backend(%s)", waiting)
             time.sleep(0.1)
             blocker.rollback()
-            assert [w.id for w in queued.result(timeout=10)] == ["w-2"]
+            return running.result(timeout=10)
 
+
+@pytest.mark.postgres
+def test_postgres_connection_killed_mid_transaction_is_retried(postgres_url, caplog):
+    store = SqlStore(postgres_url, retry=TEST_RETRY)
+    make(store)
+    with caplog.at_level(logging.WARNING, STORE_LOGGER):
+        queued = _killed_while_waiting_for_the_row_lock(
+            postgres_url, lambda: store.enqueue("i-1", [work("w-2")])
+        )
+
+    assert [w.id for w in queued] == ["w-2"]
     assert [w.id for w in store.pending("i-1")] == ["w-1", "w-2"]
     assert retries(caplog), "no retry was logged"
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_connection_killed_mid_batch_of_appends_is_retried(postgres_url, caplog):
+    # The batch's statements go through psycopg's pipeline, not SQLAlchemy: its
+    # errors must still be seen as transient, and the dead connection dropped.
+    store = SqlStore(postgres_url, retry=TEST_RETRY)
+    make(store, "i-0")
+    make(store, "i-1")
+    batch = [appending("i-0", ("log",), "a"), appending("i-1", ("log",), "b")]
+    with caplog.at_level(logging.WARNING, STORE_LOGGER):
+        outcomes = _killed_while_waiting_for_the_row_lock(
+            postgres_url, lambda: store.append_many(batch)
+        )
+
+    assert outcomes == [(["a"], 1, 2), (["b"], 1, 2)]
+    assert store.instance("i-0").document == {"log": ["a"]}
+    assert store.instance("i-1").document == {"log": ["b"]}
+    assert retries(caplog), "no retry was logged"
+    assert store.append_many([appending("i-1", ("log",), "c")]) == [(["b", "c"], 2, 3)]
     store.close()
 
 
