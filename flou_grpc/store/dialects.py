@@ -253,17 +253,31 @@ class SqliteDialect(SqlDialect):
         write = conn.get_execution_options().get("flou_write", True)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    _APPEND_SQL = (
+        f"UPDATE {instances.name} "
+        "SET document = json_insert(document, :target, json(:value)), "
+        "revision = revision + 1, update_time = :now "
+        "WHERE id = :id AND json_type(document, :path) = 'array' "
+        "RETURNING revision, "
+        "CASE WHEN :with_values THEN json_extract(document, :path) END AS items, "
+        "json_array_length(document, :path) AS length, "
+        "CASE WHEN :measure THEN length(CAST(document AS BLOB)) ELSE 0 END AS size"
+    )
+    _EVENT_COLUMNS = (
+        "instance_id",
+        "revision",
+        "kind",
+        *_EVENT_JSON,
+        "request_id",
+        "create_time",
+        "txn",
+    )
+    _INSERT_EVENT_SQL = (
+        f"INSERT INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + column for column in _EVENT_COLUMNS)})"
+    )
     _APPEND = (
-        text(
-            f"UPDATE {instances.name} "
-            "SET document = json_insert(document, :target, json(:value)), "
-            "revision = revision + 1, update_time = :now "
-            "WHERE id = :id AND json_type(document, :path) = 'array' "
-            "RETURNING revision, "
-            "CASE WHEN :with_values THEN json_extract(document, :path) END AS items, "
-            "json_array_length(document, :path) AS length, "
-            "CASE WHEN :measure THEN length(CAST(document AS BLOB)) ELSE 0 END AS size"
-        )
+        text(_APPEND_SQL)
         .bindparams(
             bindparam("now", type_=UtcDateTime()),
             bindparam("measure", type_=Boolean()),
@@ -307,6 +321,71 @@ class SqliteDialect(SqlDialect):
             insert(events), {**event_row, "instance_id": instance_id, "revision": row.revision}
         )
         return row.revision, row.items, row.length, row.size
+
+    def append_all(
+        self, conn: Connection, appends: Sequence[AppendCall]
+    ) -> list[tuple[int, list[Any] | None, int, int] | None]:
+        """`append` for each of `appends`, in order, on the sqlite3 connection itself.
+
+        The same two statements as `append`, without SQLAlchemy's work per
+        statement (a quarter of a batch's time); values are converted by the
+        columns' own SQLAlchemy types, so the rows are the ones `append`
+        writes. Errors come back as SQLAlchemy's.
+        """
+        when, as_json = self._converters(conn)
+        driver: Any = conn.connection.driver_connection
+        cursor = driver.cursor()
+        rows: list[tuple[int, list[Any] | None, int, int] | None] = []
+        try:
+            for instance_id, path, value, now, event_row, measure, with_values in appends:
+                target = self.json_path(path)
+                found = cursor.execute(
+                    self._APPEND_SQL,
+                    {
+                        "id": instance_id,
+                        "path": target,
+                        "target": target + "[#]",
+                        "value": dumps(value),
+                        "now": when(now),
+                        "measure": measure,
+                        "with_values": with_values,
+                    },
+                ).fetchone()
+                if found is None:
+                    rows.append(None)
+                    continue
+                revision, items, length, size = found
+                cursor.execute(
+                    self._INSERT_EVENT_SQL,
+                    {
+                        **{key: as_json[key](event_row[key]) for key in _EVENT_JSON},
+                        "instance_id": instance_id,
+                        "revision": revision,
+                        "kind": event_row["kind"],
+                        "request_id": event_row["request_id"],
+                        "create_time": when(event_row["create_time"]),
+                        "txn": event_row["txn"],
+                    },
+                )
+                rows.append((revision, None if items is None else json.loads(items), length, size))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self._APPEND_SQL, None, exc, sqlite3.Error) from exc
+        finally:
+            cursor.close()
+        return rows
+
+    @staticmethod
+    def _converters(conn: Connection) -> tuple[Any, dict[str, Any]]:
+        """What SQLAlchemy's column types do to a time and to each JSON column's value."""
+        dialect = conn.dialect
+
+        def processor(type_: Any) -> Any:
+            convert = type_.dialect_impl(dialect).bind_processor(dialect)
+            return convert if convert is not None else (lambda value: value)
+
+        return processor(UtcDateTime()), {
+            key: processor(events.c[key].type) for key in _EVENT_JSON
+        }
 
     @staticmethod
     def json_path(path: Path) -> str:

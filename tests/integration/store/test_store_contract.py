@@ -995,6 +995,36 @@ def _hold_sqlite_write_lock(url: str, seconds: float) -> threading.Thread:
     return thread
 
 
+def test_sqlite_rows_of_a_batch_of_appends_are_those_an_append_writes(sqlite_url):
+    # A batch goes through the sqlite3 connection itself, converting values with
+    # the columns' SQLAlchemy types: the text in the file must be the same.
+    store = SqlStore(sqlite_url)
+    make(store, "i-alone")
+    make(store, "i-batch")
+    at = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    event = replace(step("appended"), create_time=at, error={"e": [1, "é"]})
+    store.append("i-alone", ("log",), {"v": "é"}, event)
+    store.append_many([AppendRecord("i-batch", ("log",), {"v": "é"}, event)])
+    store.close()
+
+    def raw(instance_id: str) -> tuple[Any, ...]:
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+            event_row = db.execute(
+                "SELECT kind, item, patch, fired, error, rejection, request_id, create_time, "
+                "typeof(create_time) FROM flou_events WHERE instance_id = ? AND revision = 2",
+                (instance_id,),
+            ).fetchone()
+            instance_row = db.execute(
+                "SELECT document, revision, typeof(update_time), length(update_time) "
+                "FROM flou_instances WHERE id = ?",
+                (instance_id,),
+            ).fetchone()
+        return (*event_row, *instance_row)
+
+    assert raw("i-batch") == raw("i-alone")
+    assert raw("i-batch")[7] == "2026-05-06 07:08:09.123456"
+
+
 def test_sqlite_locked_database_is_retried_and_logged(sqlite_url, caplog):
     store = SqlStore(sqlite_url, busy_timeout=0.02, retry=TEST_RETRY)
     make(store)
