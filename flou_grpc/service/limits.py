@@ -40,12 +40,28 @@ def check_json(value: Any, field: str, limits: Limits) -> None:
     Raises:
         LimitExceededError: naming `field` and the limit.
     """
+    if _surely_small(value, limits.max_payload_bytes):
+        return
     depth = json_depth(value)
     if depth > limits.max_json_depth:
         raise LimitExceededError(field, "max_json_depth", limits.max_json_depth, depth)
     size = json_size(value)
     if size > limits.max_payload_bytes:
         raise LimitExceededError(field, "max_payload_bytes", limits.max_payload_bytes, size)
+
+
+def _surely_small(value: Any, limit: int) -> bool:
+    """A scalar whose JSON is surely within `limit` bytes, told without writing it."""
+    kind = type(value)
+    if value is None or kind is bool or kind is float:
+        return limit >= _LONGEST_NUMBER
+    if kind is str:  # at most 12 bytes a character: an astral one is two \uXXXX escapes
+        return len(value) * 12 + 2 <= limit
+    return False
+
+
+_LONGEST_NUMBER = len("-2.2250738585072014e-308")
+"""The longest JSON of a float (`null`, `false` and `true` are shorter)."""
 
 
 def check_params(params: Sequence[object], limits: Limits) -> None:

@@ -72,6 +72,9 @@ class RpcObserver(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
+        """(method, code) -> its RPC counter and latency histogram: `labels()` looks a
+        child up under a lock at every call."""
 
     async def intercept_service(
         self,
@@ -140,8 +143,14 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         code = "OK" if status is None else getattr(status, "name", str(status))
         name = method.rsplit("/", 1)[-1]
         if self.metrics is not None:
-            self.metrics.rpcs.labels(name, code).inc()
-            self.metrics.rpc_seconds.labels(name).observe(seconds)
+            series = self._series.get((name, code))
+            if series is None:
+                series = self._series[name, code] = (
+                    self.metrics.rpcs.labels(name, code),
+                    self.metrics.rpc_seconds.labels(name),
+                )
+            series[0].inc()
+            series[1].observe(seconds)
         level = logging.DEBUG if method.startswith(_QUIET) else logging.INFO
         _log.log(
             level,
