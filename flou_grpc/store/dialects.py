@@ -33,23 +33,16 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
     Connection,
     Engine,
     Select,
     Table,
-    Text,
-    bindparam,
     create_engine,
     event,
-    insert,
     make_url,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.dml import Insert
@@ -104,7 +97,6 @@ class SqlDialect(ABC):
     def configure(self, engine: Engine) -> None:
         """Installs the connection setup of the backend on a new engine."""
 
-    @abstractmethod
     def append(
         self,
         conn: Connection,
@@ -136,12 +128,32 @@ class SqlDialect(ABC):
             Other processes hear of the event (`notify`) once the transaction
             commits.
         """
+        call = (instance_id, path, value, now, event_row, measure, with_values)
+        return self.append_all(conn, [call])[0]
 
+    @abstractmethod
     def append_all(
         self, conn: Connection, appends: Sequence[AppendCall]
     ) -> list[tuple[int, list[Any] | None, int, int] | None]:
-        """`append` for each of `appends`, in order, in the caller's transaction."""
-        return [self.append(conn, *call) for call in appends]
+        """`append` for each of `appends` (its arguments after `conn`), in order.
+
+        The statements go to the driver itself, without SQLAlchemy's work per
+        statement (most of an append's cost in the store); its errors come
+        back as SQLAlchemy's, so that retries and the pool see them as usual.
+        """
+
+    @staticmethod
+    def _converters(conn: Connection) -> tuple[Any, dict[str, Any]]:
+        """What SQLAlchemy's column types do to a time and to each JSON column's value."""
+        dialect = conn.dialect
+
+        def processor(type_: Any) -> Any:
+            convert = type_.dialect_impl(dialect).bind_processor(dialect)
+            return convert if convert is not None else (lambda value: value)
+
+        return processor(UtcDateTime()), {
+            key: processor(events.c[key].type) for key in _EVENT_JSON
+        }
 
     @abstractmethod
     def insert(self, table: Table) -> Insert:
@@ -276,61 +288,16 @@ class SqliteDialect(SqlDialect):
         f"INSERT INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
         f"VALUES ({', '.join(':' + column for column in _EVENT_COLUMNS)})"
     )
-    _APPEND = (
-        text(_APPEND_SQL)
-        .bindparams(
-            bindparam("now", type_=UtcDateTime()),
-            bindparam("measure", type_=Boolean()),
-            bindparam("with_values", type_=Boolean()),
-        )
-        .columns(revision=BigInteger(), items=JSON(), length=BigInteger(), size=BigInteger())
-    )
-
-    def append(
-        self,
-        conn: Connection,
-        instance_id: str,
-        path: Path,
-        value: Any,
-        now: datetime,
-        event_row: Mapping[str, Any],
-        measure: bool = False,
-        with_values: bool = True,
-    ) -> tuple[int, list[Any] | None, int, int] | None:
-        """`json_insert(document, '$."a"."b"[#]', json(:value))`, guarded by `json_type`.
-
-        The event is a second statement: the transaction holds SQLite's write
-        lock, so nothing gets in between.
-        """
-        target = self.json_path(path)
-        row = conn.execute(
-            self._APPEND,
-            {
-                "id": instance_id,
-                "path": target,
-                "target": target + "[#]",
-                "value": dumps(value),
-                "now": now,
-                "measure": measure,
-                "with_values": with_values,
-            },
-        ).first()
-        if row is None:
-            return None
-        conn.execute(
-            insert(events), {**event_row, "instance_id": instance_id, "revision": row.revision}
-        )
-        return row.revision, row.items, row.length, row.size
 
     def append_all(
         self, conn: Connection, appends: Sequence[AppendCall]
     ) -> list[tuple[int, list[Any] | None, int, int] | None]:
         """`append` for each of `appends`, in order, on the sqlite3 connection itself.
 
-        The same two statements as `append`, without SQLAlchemy's work per
-        statement (a quarter of a batch's time); values are converted by the
-        columns' own SQLAlchemy types, so the rows are the ones `append`
-        writes. Errors come back as SQLAlchemy's.
+        Two statements each: the UPDATE (the event needs its revision), then
+        the event's INSERT; the transaction holds SQLite's write lock, so
+        nothing gets in between. Values are converted by the columns' own
+        SQLAlchemy types: the rows are those SQLAlchemy would write.
         """
         when, as_json = self._converters(conn)
         driver: Any = conn.connection.driver_connection
@@ -373,19 +340,6 @@ class SqliteDialect(SqlDialect):
         finally:
             cursor.close()
         return rows
-
-    @staticmethod
-    def _converters(conn: Connection) -> tuple[Any, dict[str, Any]]:
-        """What SQLAlchemy's column types do to a time and to each JSON column's value."""
-        dialect = conn.dialect
-
-        def processor(type_: Any) -> Any:
-            convert = type_.dialect_impl(dialect).bind_processor(dialect)
-            return convert if convert is not None else (lambda value: value)
-
-        return processor(UtcDateTime()), {
-            key: processor(events.c[key].type) for key in _EVENT_JSON
-        }
 
     @staticmethod
     def json_path(path: Path) -> str:
@@ -479,79 +433,31 @@ class PostgresDialect(SqlDialect):
         f"SELECT revision, items, length, size, pg_notify('{EVENTS_CHANNEL}', id) "
         "FROM appended"
     )
-    # The same statement for psycopg's own executemany (pipelined: one round trip).
+    # In psycopg's placeholders, for its own executemany (pipelined: one round trip).
     _APPEND_PIPELINED = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _APPEND_SQL)
-    _APPEND = (
-        text(_APPEND_SQL)
-        .bindparams(
-            bindparam("path", type_=postgresql.ARRAY(Text)),
-            bindparam("value", type_=JSONB()),
-            bindparam("now", type_=UtcDateTime()),
-            bindparam("item", type_=events.c.item.type),
-            bindparam("patch", type_=events.c.patch.type),
-            bindparam("fired", type_=events.c.fired.type),
-            bindparam("error", type_=events.c.error.type),
-            bindparam("rejection", type_=events.c.rejection.type),
-            bindparam("create_time", type_=UtcDateTime()),
-            bindparam("measure", type_=Boolean()),
-            bindparam("with_values", type_=Boolean()),
-        )
-        .columns(revision=BigInteger(), items=JSONB(), length=BigInteger(), size=BigInteger())
-    )
-
-    def append(
-        self,
-        conn: Connection,
-        instance_id: str,
-        path: Path,
-        value: Any,
-        now: datetime,
-        event_row: Mapping[str, Any],
-        measure: bool = False,
-        with_values: bool = True,
-    ) -> tuple[int, list[Any] | None, int, int] | None:
-        """`jsonb_set(document, path, (document #> path) || jsonb_build_array(value))`, guarded.
-
-        The event row is inserted, and other processes notified, by the same
-        statement (a data-modifying CTE): one round trip while the row lock
-        is held.
-        """
-        row = conn.execute(
-            self._APPEND,
-            {
-                **event_row,
-                "id": instance_id,
-                "path": list(path),
-                "value": value,
-                "now": now,
-                "measure": measure,
-                "with_values": with_values,
-            },
-        ).first()
-        return None if row is None else (row.revision, row.items, row.length, row.size)
 
     def append_all(
         self, conn: Connection, appends: Sequence[AppendCall]
     ) -> list[tuple[int, list[Any] | None, int, int] | None]:
         """`append` for each of `appends`, in order, in one round trip (psycopg's pipeline).
 
-        The statement is `_APPEND` as is, run by psycopg's own `executemany`
-        on the transaction's connection: SQLAlchemy would take one round trip
-        and one result object per append. Its errors come back as
-        SQLAlchemy's, so that retries and the pool see them as they would.
+        `_APPEND_SQL`, run by psycopg's own `executemany` on the transaction's
+        connection: SQLAlchemy would take one round trip and one result
+        object per append.
         """
+        when, _ = self._converters(conn)
         driver: Any = conn.connection.driver_connection
         params = [
             {
                 **{key: _jsonb(event_row[key]) for key in _EVENT_JSON},
                 "kind": event_row["kind"],
                 "request_id": event_row["request_id"],
-                "create_time": event_row["create_time"],
+                "create_time": when(event_row["create_time"]),
                 "txn": event_row["txn"],
                 "id": instance_id,
                 "path": list(path),
                 "value": Jsonb(value),
-                "now": now,
+                "now": when(now),
                 "measure": measure,
                 "with_values": with_values,
             }

@@ -8,6 +8,7 @@ answers lost with their connection after the commit.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -995,16 +996,23 @@ def _hold_sqlite_write_lock(url: str, seconds: float) -> threading.Thread:
     return thread
 
 
-def test_sqlite_rows_of_a_batch_of_appends_are_those_an_append_writes(sqlite_url):
-    # A batch goes through the sqlite3 connection itself, converting values with
-    # the columns' SQLAlchemy types: the text in the file must be the same.
+def test_sqlite_rows_of_appends_are_those_sqlalchemy_writes(sqlite_url):
+    # Appends go to the sqlite3 connection itself, their values converted by the
+    # columns' SQLAlchemy types: the file must hold what SQLAlchemy writes (a commit).
     store = SqlStore(sqlite_url)
-    make(store, "i-alone")
-    make(store, "i-batch")
+    for instance_id in ("i-commit", "i-append", "i-batch"):
+        make(store, instance_id)
     at = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-    event = replace(step("appended"), create_time=at, error={"e": [1, "é"]})
-    store.append("i-alone", ("log",), {"v": "é"}, event)
-    store.append_many([AppendRecord("i-batch", ("log",), {"v": "é"}, event)])
+    value = {"v": "é"}
+    event = replace(
+        step("appended"),
+        create_time=at,
+        error={"e": [1, "é"]},
+        patch=[{"op": "add", "path": "/log/-", "value": value}],
+    )
+    store.commit("i-commit", 1, {"log": [value]}, event, None)
+    store.append("i-append", ("log",), value, event)
+    store.append_many([AppendRecord("i-batch", ("log",), value, event)])
     store.close()
 
     def raw(instance_id: str) -> tuple[Any, ...]:
@@ -1014,15 +1022,15 @@ def test_sqlite_rows_of_a_batch_of_appends_are_those_an_append_writes(sqlite_url
                 "typeof(create_time) FROM flou_events WHERE instance_id = ? AND revision = 2",
                 (instance_id,),
             ).fetchone()
-            instance_row = db.execute(
+            document, *instance_row = db.execute(
                 "SELECT document, revision, typeof(update_time), length(update_time) "
                 "FROM flou_instances WHERE id = ?",
                 (instance_id,),
             ).fetchone()
-        return (*event_row, *instance_row)
+        return (*event_row, json.loads(document), *instance_row)
 
-    assert raw("i-batch") == raw("i-alone")
-    assert raw("i-batch")[7] == "2026-05-06 07:08:09.123456"
+    assert raw("i-append") == raw("i-batch") == raw("i-commit")
+    assert raw("i-append")[7] == "2026-05-06 07:08:09.123456"
 
 
 def test_sqlite_locked_database_is_retried_and_logged(sqlite_url, caplog):
