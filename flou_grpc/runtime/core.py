@@ -1565,15 +1565,20 @@ class AsyncRuntime:
     async def _append_batch(self, batch: Sequence[AppendRecord]) -> list[AppendResult | Exception]:
         """Commits appends together (`GroupCommit`); tells of each, in revision order."""
         outcomes = await self._db(self.store.append_many, batch, self.max_state_bytes)
+        # Committed: nothing may raise from here, or GroupCommit would make the calls again.
         results: list[AppendResult | Exception] = []
         for one, outcome in zip(batch, outcomes, strict=True):
-            appended = _appended(one, outcome)
-            if isinstance(appended, Exception):
-                results.append(appended)
-                continue
-            result, committed = appended
-            self._changed(one.instance_id, committed)
-            results.append(result)
+            try:
+                appended = _appended(one, outcome)
+                if isinstance(appended, Exception):
+                    results.append(appended)
+                    continue
+                result, committed = appended
+                self._changed(one.instance_id, committed)
+                results.append(result)
+            except Exception:
+                _log.exception("after the commit of an append to %s", one.instance_id)
+                results.append(InternalError())
         return results
 
     async def _once(

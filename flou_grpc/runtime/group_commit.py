@@ -37,7 +37,11 @@ R = TypeVar("R")
 
 
 class GroupCommit(Generic[C, R]):
-    """Batches calls of `commit(calls) -> outcomes` (one outcome per call, in order)."""
+    """Batches calls of `commit(calls) -> outcomes` (one outcome per call, in order).
+
+    `commit` raises only when it committed nothing: its calls may then be
+    made again, one by one. A call that failed alone is an outcome.
+    """
 
     def __init__(
         self,

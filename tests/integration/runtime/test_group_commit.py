@@ -158,3 +158,28 @@ async def test_an_append_whose_caller_stopped_waiting_is_committed_all_the_same(
         final = await flou.get("j0")
 
     assert sorted(final.state["log"], key=str) == sorted(["known", "gone", *range(8)], key=str)
+
+
+async def test_an_error_after_the_commit_never_makes_the_appends_again(database_url, caplog):
+    # A change listener that raises once: the batch is committed by then, so its
+    # appends must not be made a second time (one by one), whatever their callers get.
+    store = Batches(open_store(database_url))
+    async with runtime(store) as flou:
+        await started(flou, ["j0"])
+        raised: list[str] = []
+
+        def listener(instance_id: str) -> None:
+            if not raised:
+                raised.append(instance_id)
+                raise RuntimeError("a listener's bug")
+
+        flou.on_change(listener)
+        outcomes = await asyncio.gather(
+            *(flou.atomic_append("j0", "log", n) for n in range(8)), return_exceptions=True
+        )
+        final = await flou.get("j0")
+
+    assert raised == ["j0"]
+    assert sorted(final.state["log"]) == list(range(8))  # each once
+    assert sum(isinstance(o, Exception) for o in outcomes) == 1
+    assert "after the commit of an append" in caplog.text
