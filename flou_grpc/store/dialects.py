@@ -44,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import TextClause
 
@@ -80,6 +80,21 @@ _EVENT_JSON = ("item", "patch", "fired", "error", "rejection")
 
 def _jsonb(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _converters(dialect: Any) -> tuple[Any, dict[str, Any]]:
+    """What SQLAlchemy's column types do to a time and to each JSON column's value.
+
+    Once per dialect (an engine's lives as long as the engine), not at every
+    append; bounded, for processes that open many engines (tests).
+    """
+
+    def processor(type_: Any) -> Any:
+        convert = type_.dialect_impl(dialect).bind_processor(dialect)
+        return convert if convert is not None else (lambda value: value)
+
+    return processor(UtcDateTime()), {key: processor(events.c[key].type) for key in _EVENT_JSON}
 
 
 class SqlDialect(ABC):
@@ -143,17 +158,16 @@ class SqlDialect(ABC):
         """
 
     @staticmethod
-    def _converters(conn: Connection) -> tuple[Any, dict[str, Any]]:
-        """What SQLAlchemy's column types do to a time and to each JSON column's value."""
-        dialect = conn.dialect
+    def _driver_error(
+        conn: Connection, statement: str, error: Exception, base: type[Exception], broken: bool
+    ) -> StatementError:
+        """A driver's error as SQLAlchemy's, so that retries and the pool see it as usual.
 
-        def processor(type_: Any) -> Any:
-            convert = type_.dialect_impl(dialect).bind_processor(dialect)
-            return convert if convert is not None else (lambda value: value)
-
-        return processor(UtcDateTime()), {
-            key: processor(events.c[key].type) for key in _EVENT_JSON
-        }
+        `broken`: the connection is unusable; it is invalidated (the pool drops it).
+        """
+        if broken:
+            conn.invalidate(error)
+        return DBAPIError.instance(statement, None, error, base, connection_invalidated=broken)
 
     @abstractmethod
     def insert(self, table: Table) -> Insert:
@@ -299,7 +313,7 @@ class SqliteDialect(SqlDialect):
         nothing gets in between. Values are converted by the columns' own
         SQLAlchemy types: the rows are those SQLAlchemy would write.
         """
-        when, as_json = self._converters(conn)
+        when, as_json = _converters(conn.dialect)
         driver: Any = conn.connection.driver_connection
         cursor = driver.cursor()
         rows: list[tuple[int, list[Any] | None, int, int] | None] = []
@@ -336,7 +350,7 @@ class SqliteDialect(SqlDialect):
                 )
                 rows.append((revision, None if items is None else json.loads(items), length, size))
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(self._APPEND_SQL, None, exc, sqlite3.Error) from exc
+            raise self._driver_error(conn, self._APPEND_SQL, exc, sqlite3.Error, False) from exc
         finally:
             cursor.close()
         return rows
@@ -445,7 +459,7 @@ class PostgresDialect(SqlDialect):
         connection: SQLAlchemy would take one round trip and one result
         object per append.
         """
-        when, _ = self._converters(conn)
+        when, _ = _converters(conn.dialect)
         driver: Any = conn.connection.driver_connection
         params = [
             {
@@ -473,15 +487,9 @@ class PostgresDialect(SqlDialect):
                     if not cursor.nextset():
                         break
         except psycopg.Error as exc:
-            invalidated = driver.broken or driver.closed
-            if invalidated:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                self._APPEND_PIPELINED,
-                None,
-                exc,
-                psycopg.Error,
-                connection_invalidated=bool(invalidated),
+            broken = bool(driver.broken or driver.closed)
+            raise self._driver_error(
+                conn, self._APPEND_PIPELINED, exc, psycopg.Error, broken
             ) from exc
         return rows
 

@@ -942,6 +942,11 @@ class SqlStore:
             self._append_event_row(one.path, one.value, one.event, token)
             for one, token in zip(appends, tokens, strict=True)
         ]
+        measure = max_bytes is not None
+        calls = [
+            (one.instance_id, one.path, one.value, now, row, measure, one.with_values)
+            for one, row in zip(appends, rows, strict=True)
+        ]
         order = sorted(range(len(appends)), key=lambda index: appends[index].instance_id)
         refused: dict[int, Exception] = {}
         again = False  # run again after a refusal: earlier attempts may have committed
@@ -975,31 +980,21 @@ class SqlStore:
 
         def at_once(conn: Connection) -> dict[int, Appended | Exception]:
             """The first attempt: every statement sent together (`SqlDialect.append_all`)."""
-            measure = max_bytes is not None
-            results = self._dialect.append_all(
-                conn,
-                [
-                    (one.instance_id, one.path, one.value, now, rows[i], measure, one.with_values)
-                    for i in order
-                    for one in (appends[i],)
-                ],
-            )
+            made_all = self._dialect.append_all(conn, [calls[index] for index in order])
             outcomes: dict[int, Appended | Exception] = {}
-            for index, result in zip(order, results, strict=True):
+            for index, made in zip(order, made_all, strict=True):
                 one = appends[index]
-                if result is None:  # no row changed: why is the answer
+                if made is None:  # no row changed: why is the answer
                     try:
                         self._list_at(conn, one.instance_id, one.path)
                     except (InstanceNotFoundError, KeyError, TypeError) as exc:
                         outcomes[index] = exc
                         continue
                     raise _Refused(index, None)  # a list got there meanwhile: one at a time
-                revision, items, length, size = result
-                if max_bytes is not None and size > max_bytes:
-                    raise _Refused(
-                        index, LimitExceededError("state", "max_state_bytes", max_bytes, size)
-                    )
-                outcomes[index] = Appended(items, length, revision)
+                try:
+                    outcomes[index] = _within(made, max_bytes)
+                except LimitExceededError as exc:
+                    raise _Refused(index, exc) from None
             return outcomes
 
         while True:
@@ -1054,10 +1049,7 @@ class SqlStore:
                 f"the {self.backend} append found no list at {pointer(path)!r} of "
                 f"instance {instance_id!r}, but a read finds one"
             )
-        revision, items, length, size = appended
-        if max_bytes is not None and size > max_bytes:  # rolls the transaction back
-            raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
-        return Appended(items, length, revision)
+        return _within(appended, max_bytes)
 
     def _claim_append_key(
         self, conn: Connection, instance_id: str, key: str, now: datetime
@@ -1265,6 +1257,19 @@ class SqlStore:
     def close(self) -> None:
         """Closes every pooled connection."""
         self._engine.dispose()
+
+
+def _within(made: tuple[int, list[Any] | None, int, int], max_bytes: int | None) -> Appended:
+    """An append the dialect made, unless it left the document over `max_bytes`.
+
+    Raises:
+        LimitExceededError: The document is over; the caller's transaction
+            must roll back (the row has changed).
+    """
+    revision, items, length, size = made
+    if max_bytes is not None and size > max_bytes:
+        raise LimitExceededError("state", "max_state_bytes", max_bytes, size)
+    return Appended(items, length, revision)
 
 
 class _Refused(Exception):
